@@ -1,0 +1,32 @@
+#include "csrc/core/decline_reason.h"
+
+namespace torchshard {
+
+std::string_view decline_reason_name(DeclineReason reason) {
+  static constexpr std::array<std::string_view, kDeclineReasonCount> kNames = {
+      "cache_disabled",
+      "shutting_down",
+      "dispatch_mode_active",
+      "non_plain_local_tensor",
+      "dtensor_subclass_arg",
+      "plain_tensor_arg",
+      "symbolic_arg",
+      "unsupported_arg",
+      "inplace_op",
+      "out_variant_op",
+      "view_op",
+      "random_op",
+      "custom_handler",
+      "non_tensor_return",
+      "needs_redistribute",
+      "not_participating",
+      "propagation_failed",
+      "decomposed",
+      "unsupported_output",
+      "local_compute_failed",
+  };
+  const auto index = static_cast<size_t>(reason);
+  return index < kNames.size() ? kNames[index] : std::string_view("unknown");
+}
+
+} // namespace torchshard

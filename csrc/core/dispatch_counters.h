@@ -1,0 +1,34 @@
+// Counters of one thread's dispatch activity. Written only by the owning
+// thread and read by torchshard.stats() from any thread; both happen with the
+// GIL held, which orders them.
+#pragma once
+
+#include "csrc/core/decline_reason.h"
+
+#include <array>
+#include <cstdint>
+
+namespace torchshard {
+
+struct DispatchCounters {
+  uint64_t hits = 0;          // cache lookups that found an entry
+  uint64_t misses = 0;        // cache lookups that ran sharding propagation
+  uint64_t native_calls = 0;  // calls served entirely by torchshard
+  uint64_t evictions = 0;     // entries dropped because the cache was full
+  std::array<uint64_t, kDeclineReasonCount> declines{};
+
+  void count_decline(DeclineReason reason) { ++declines[static_cast<size_t>(reason)]; }
+
+  DispatchCounters& operator+=(const DispatchCounters& other) {
+    hits += other.hits;
+    misses += other.misses;
+    native_calls += other.native_calls;
+    evictions += other.evictions;
+    for (size_t i = 0; i < declines.size(); ++i) {
+      declines[i] += other.declines[i];
+    }
+    return *this;
+  }
+};
+
+} // namespace torchshard

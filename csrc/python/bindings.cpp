@@ -1,0 +1,71 @@
+#include "csrc/python/bindings.h"
+
+#include "csrc/core/cache_config.h"
+#include "csrc/core/decline_reason.h"
+#include "csrc/python/thread_cache.h"
+
+namespace torchshard {
+namespace {
+
+py::dict counters_to_dict(const DispatchCounters& counters, size_t entries) {
+  py::dict declines;
+  uint64_t total_declines = 0;
+  for (size_t i = 0; i < kDeclineReasonCount; ++i) {
+    if (counters.declines[i] != 0) {
+      declines[py::str(std::string(decline_reason_name(static_cast<DeclineReason>(i))))] =
+          counters.declines[i];
+      total_declines += counters.declines[i];
+    }
+  }
+  py::dict result;
+  result["hits"] = counters.hits;
+  result["misses"] = counters.misses;
+  result["native_calls"] = counters.native_calls;
+  result["declined"] = total_declines;
+  result["declines"] = declines;
+  result["evictions"] = counters.evictions;
+  result["entries"] = entries;
+  return result;
+}
+
+py::dict stats() {
+  const CacheStatsSnapshot snapshot = snapshot_cache_stats();
+  DispatchCounters totals = snapshot.retired;
+  size_t total_entries = 0;
+  py::dict threads;
+  for (const ThreadCacheSnapshot& thread : snapshot.threads) {
+    totals += thread.counters;
+    total_entries += thread.entries;
+    threads[py::int_(thread.thread_ident)] = counters_to_dict(thread.counters, thread.entries);
+  }
+  py::dict result = counters_to_dict(totals, total_entries);
+  result["threads"] = threads;
+  result["capacity"] = cache_capacity();
+  return result;
+}
+
+std::vector<std::string> decline_reason_names() {
+  std::vector<std::string> names;
+  for (size_t i = 0; i < kDeclineReasonCount; ++i) {
+    names.emplace_back(decline_reason_name(static_cast<DeclineReason>(i)));
+  }
+  return names;
+}
+
+} // namespace
+
+void init_cache_bindings(py::module_& module) {
+  module.def("stats", &stats,
+             "Totals (live and ended threads) and per-live-thread figures, keyed by thread ident.");
+  module.def("reset_stats", &reset_cache_stats, "Zero every counter; cached entries stay.");
+  module.def("clear_cache", &clear_all_thread_caches, "Drop every thread's cached entries.");
+  module.def("cache_capacity", &cache_capacity);
+  module.def("set_cache_capacity", &set_cache_capacity, py::arg("capacity"));
+  module.def("shutdown", &shutdown_thread_caches,
+             "Release every cache and stop caching; runs at interpreter exit.");
+  module.def("is_shut_down", &thread_caches_shut_down);
+  module.def("decline_reason_names", &decline_reason_names);
+  module.attr("DEFAULT_CACHE_CAPACITY") = kDefaultCacheCapacity;
+}
+
+} // namespace torchshard

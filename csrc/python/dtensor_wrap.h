@@ -1,0 +1,27 @@
+// Wraps an op's local results as DTensors the way stock DTensor's
+// OpDispatcher.wrap does (torch/distributed/tensor/_dispatch.py): each
+// Tensor becomes DTensor(local, spec, requires_grad=local.requires_grad)
+// built by the same C++ constructor, a Tensor[] becomes a list of them, one
+// return is returned as itself and several as a tuple. Output specs are the
+// cached objects of the CacheEntry.
+//
+// Requires the GIL.
+#pragma once
+
+#include "csrc/python/cache_entry.h"
+#include "csrc/python/op_descriptor.h"
+
+#include <ATen/core/stack.h>
+#include <Python.h>
+
+namespace torchshard {
+
+enum class WrapStatus { kOk, kLayoutMismatch, kPythonError };
+
+// On kOk, *result is a new reference. kLayoutMismatch means the local results
+// do not match the cached specs (the call should go to stock); kPythonError
+// leaves a Python error set.
+WrapStatus wrap_local_results(const OpDescriptor& op, const CacheEntry& entry,
+                              torch::jit::Stack& stack, PyObject** result);
+
+} // namespace torchshard

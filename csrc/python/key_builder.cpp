@@ -1,0 +1,186 @@
+#include "csrc/python/key_builder.h"
+
+#include "csrc/python/py_refs.h"
+#include "csrc/python/spec_equality.h"
+
+#include <ATen/DTensorState.h>
+#include <torch/csrc/Device.h>
+#include <torch/csrc/Dtype.h>
+#include <torch/csrc/Layout.h>
+#include <torch/csrc/MemoryFormat.h>
+#include <torch/csrc/autograd/python_variable.h>
+
+#include <bit>
+
+namespace torchshard {
+namespace {
+
+// Kinds of enum-like values, the first payload word of KeyTag::kEnumLike.
+enum class EnumKind : uint64_t { kDtype = 1, kLayout, kMemoryFormat, kDevice };
+
+class KeyBuilder {
+ public:
+  explicit KeyBuilder(OpKey& key) : key_(key) {}
+
+  std::optional<DeclineReason> add_argument(PyObject* value, bool keyed_if_scalar) {
+    const PyRefs& refs = py_refs();
+    PyTypeObject* type = Py_TYPE(value);
+    if (type == refs.dtensor_type) {
+      return add_dtensor(value);
+    }
+    if (value == Py_None) {
+      key_.add(KeyTag::kNone);
+      return std::nullopt;
+    }
+    if (PyType_IsSubtype(type, refs.dtensor_type)) {
+      return DeclineReason::kDTensorSubclassArg;
+    }
+    if (THPVariable_Check(value)) {
+      return add_plain_tensor(value);
+    }
+    if (type == &PyList_Type || type == &PyTuple_Type || PyTuple_Check(value)) {
+      return add_sequence(value, keyed_if_scalar);
+    }
+    if (is_symbolic(type)) {
+      return DeclineReason::kSymbolicArg;
+    }
+    return keyed_if_scalar ? add_scalar(value) : std::nullopt;
+  }
+
+ private:
+  static bool is_symbolic(PyTypeObject* type) {
+    const PyRefs& refs = py_refs();
+    return type == refs.symint_type || type == refs.symfloat_type || type == refs.symbool_type;
+  }
+
+  std::optional<DeclineReason> add_dtensor(PyObject* dtensor) {
+    // Local compute must be plain ATen: FakeTensor, FunctionalTensor,
+    // LocalTensor and friends mean tracing or simulation; stock handles them.
+    if (Py_TYPE(dtensor_local_tensor(dtensor)) != reinterpret_cast<PyTypeObject*>(THPVariableClass)) {
+      return DeclineReason::kNonPlainLocalTensor;
+    }
+    PyObject* spec = dtensor_spec(dtensor);
+    const auto hash = spec_structural_hash(spec);
+    if (!hash) {
+      return DeclineReason::kSymbolicArg;
+    }
+    key_.add_spec(spec_handle(spec), *hash);
+    return std::nullopt;
+  }
+
+  // Stock treats a plain tensor as replicated if it has one element (a
+  // one-element 1-d tensor also warns, so it stays with stock), or any plain
+  // tensor while implicit replication is on; otherwise it raises.
+  std::optional<DeclineReason> add_plain_tensor(PyObject* object) {
+    if (Py_TYPE(object) != reinterpret_cast<PyTypeObject*>(THPVariableClass)) {
+      return DeclineReason::kPlainTensorArg;
+    }
+    const at::Tensor& tensor = THPVariable_Unpack(object);
+    if (tensor.unsafeGetTensorImpl()->has_symbolic_sizes_strides()) {
+      return DeclineReason::kSymbolicArg;
+    }
+    const int64_t numel = tensor.numel();
+    const int64_t ndim = tensor.dim();
+    const bool replicable = (numel == 1 && ndim != 1) || at::get_dtensor_allow_implicit_replication();
+    if (!replicable) {
+      return DeclineReason::kPlainTensorArg;
+    }
+    key_.add(KeyTag::kPlainTensor, static_cast<uint64_t>(tensor.scalar_type()), static_cast<uint64_t>(ndim));
+    for (const int64_t size : tensor.sizes()) {
+      key_.add_raw(static_cast<uint64_t>(size));
+    }
+    for (const int64_t stride : tensor.strides()) {
+      key_.add_raw(static_cast<uint64_t>(stride));
+    }
+    return std::nullopt;
+  }
+
+  std::optional<DeclineReason> add_sequence(PyObject* sequence, bool keyed_if_scalar) {
+    const Py_ssize_t length = PySequence_Fast_GET_SIZE(sequence);
+    key_.add(KeyTag::kList, static_cast<uint64_t>(length));
+    PyObject** items = PySequence_Fast_ITEMS(sequence);
+    for (Py_ssize_t i = 0; i < length; ++i) {
+      if (auto reason = add_argument(items[i], keyed_if_scalar)) {
+        return reason;
+      }
+    }
+    return std::nullopt;
+  }
+
+  std::optional<DeclineReason> add_scalar(PyObject* value) {
+    PyTypeObject* type = Py_TYPE(value);
+    if (type == &PyBool_Type) {
+      key_.add(KeyTag::kBool, value == Py_True ? 1 : 0);
+    } else if (type == &PyLong_Type) {
+      int overflow = 0;
+      const long long number = PyLong_AsLongLongAndOverflow(value, &overflow);
+      if (overflow != 0) {
+        return DeclineReason::kUnsupportedArg;
+      }
+      key_.add(KeyTag::kInt, static_cast<uint64_t>(number));
+    } else if (type == &PyFloat_Type) {
+      key_.add(KeyTag::kDouble, std::bit_cast<uint64_t>(PyFloat_AS_DOUBLE(value)));
+    } else if (type == &PyUnicode_Type) {
+      Py_ssize_t size = 0;
+      const char* text = PyUnicode_AsUTF8AndSize(value, &size);
+      if (text == nullptr) {
+        PyErr_Clear();
+        return DeclineReason::kUnsupportedArg;
+      }
+      key_.add(KeyTag::kString, hash_bytes(text, static_cast<size_t>(size)), static_cast<uint64_t>(size));
+    } else if (type == &THPDtypeType) {
+      add_enum(EnumKind::kDtype, static_cast<uint64_t>(reinterpret_cast<THPDtype*>(value)->scalar_type));
+    } else if (type == &THPLayoutType) {
+      add_enum(EnumKind::kLayout, static_cast<uint64_t>(reinterpret_cast<THPLayout*>(value)->layout));
+    } else if (type == &THPMemoryFormatType) {
+      add_enum(EnumKind::kMemoryFormat,
+               static_cast<uint64_t>(reinterpret_cast<THPMemoryFormat*>(value)->memory_format));
+    } else if (type == &THPDeviceType) {
+      const c10::Device& device = reinterpret_cast<THPDevice*>(value)->device;
+      add_enum(EnumKind::kDevice, (static_cast<uint64_t>(device.type()) << 16) |
+                                      static_cast<uint16_t>(device.index()));
+    } else {
+      return DeclineReason::kUnsupportedArg;
+    }
+    return std::nullopt;
+  }
+
+  void add_enum(EnumKind kind, uint64_t value) {
+    key_.add(KeyTag::kEnumLike, static_cast<uint64_t>(kind), value);
+  }
+
+  OpKey& key_;
+};
+
+} // namespace
+
+std::optional<DeclineReason> build_op_key(const OpDescriptor& op, PyObject* args,
+                                          PyObject* kwargs, OpKey& key) {
+  const Py_ssize_t positional_count = PyTuple_GET_SIZE(args);
+  key.reset(op.key_id(), static_cast<uint64_t>(positional_count));
+  KeyBuilder builder(key);
+  for (Py_ssize_t i = 0; i < positional_count; ++i) {
+    if (auto reason = builder.add_argument(PyTuple_GET_ITEM(args, i), op.is_static_positional(i))) {
+      return reason;
+    }
+  }
+  if (kwargs != nullptr && PyDict_GET_SIZE(kwargs) > 0) {
+    Py_ssize_t position = 0;
+    PyObject* name = nullptr;
+    PyObject* value = nullptr;
+    while (PyDict_Next(kwargs, &position, &name, &value)) {
+      const auto index = op.argument_index(name);
+      if (!index) {
+        return DeclineReason::kUnsupportedArg;
+      }
+      key.add(KeyTag::kKwarg, *index);
+      if (auto reason = builder.add_argument(value, op.is_static_argument(*index))) {
+        return reason;
+      }
+    }
+  }
+  key.seal();
+  return std::nullopt;
+}
+
+} // namespace torchshard

@@ -1,0 +1,18 @@
+// torchshard._C: the one PYBIND11_MODULE. Loaded only through
+// torchshard/_native.py, which checks the torch version first.
+#include "csrc/core/op_key.h"
+#include "csrc/python/bindings.h"
+#include "csrc/python/dispatch_rule.h"
+#include "csrc/python/py_refs.h"
+#include "csrc/python/spec_equality.h"
+
+PYBIND11_MODULE(_C, module) {
+  module.doc() = "torchshard native DTensor dispatch";
+  if (!torchshard::init_py_refs()) {
+    throw py::error_already_set();
+  }
+  torchshard::set_spec_comparator(&torchshard::spec_handles_equal);
+  torchshard::init_rule_bindings(module);
+  torchshard::init_cache_bindings(module);
+  module.attr("BUILT_WITH_TORCH") = TORCHSHARD_BUILT_WITH_TORCH;
+}

@@ -1,0 +1,30 @@
+// The cache-miss path: asks stock DTensor's own sharding propagation (the
+// Python OpDispatcher, exactly as the built-in path does) what to do with a
+// call, and turns the answer into a CacheEntry.
+//
+// Requires the GIL; calls Python.
+#pragma once
+
+#include "csrc/core/op_key.h"
+#include "csrc/python/cache_entry.h"
+#include "csrc/python/op_descriptor.h"
+
+#include <Python.h>
+
+namespace torchshard {
+
+struct MissOutcome {
+  // The entry to cache and act on; null when the outcome must not be cached.
+  CacheEntryPtr entry;
+  // When `entry` is null: why the call goes to stock uncached. Propagation
+  // errors are not cached: stock runs the call and raises its own error.
+  DeclineReason uncached_reason = DeclineReason::kPropagationFailed;
+  // A BaseException that is not an Exception (KeyboardInterrupt, SystemExit)
+  // is left set and must propagate.
+  bool python_error_pending = false;
+};
+
+MissOutcome propagate_on_miss(const OpDescriptor& op, const OpKey& key, PyObject* func,
+                              PyObject* args, PyObject* kwargs);
+
+} // namespace torchshard

@@ -1,0 +1,108 @@
+#include "csrc/python/spec_equality.h"
+
+#include "csrc/python/py_refs.h"
+
+namespace torchshard {
+namespace {
+
+// Compares one attribute of both specs with ==. -1 means a Python error.
+int attribute_equal(PyObject* lhs, PyObject* rhs, PyObject* name) {
+  PyObject* left = PyObject_GetAttr(lhs, name);
+  if (left == nullptr) {
+    return -1;
+  }
+  PyObject* right = PyObject_GetAttr(rhs, name);
+  if (right == nullptr) {
+    Py_DECREF(left);
+    return -1;
+  }
+  // RichCompareBool short-circuits on identity, the common case for meshes.
+  const int equal = PyObject_RichCompareBool(left, right, Py_EQ);
+  Py_DECREF(left);
+  Py_DECREF(right);
+  return equal;
+}
+
+int tensor_meta_equal(PyObject* lhs, PyObject* rhs) {
+  const PyRefs& refs = py_refs();
+  PyObject* left = PyObject_GetAttr(lhs, refs.str_tensor_meta);
+  if (left == nullptr) {
+    return -1;
+  }
+  PyObject* right = PyObject_GetAttr(rhs, refs.str_tensor_meta);
+  if (right == nullptr) {
+    Py_DECREF(left);
+    return -1;
+  }
+  int equal;
+  if (left == Py_None || right == Py_None) {
+    equal = left == right;
+  } else {
+    equal = attribute_equal(left, right, refs.str_shape);
+    if (equal == 1) {
+      equal = attribute_equal(left, right, refs.str_stride);
+    }
+    if (equal == 1) {
+      equal = attribute_equal(left, right, refs.str_dtype);
+    }
+  }
+  Py_DECREF(left);
+  Py_DECREF(right);
+  return equal;
+}
+
+int structurally_equal(PyObject* lhs, PyObject* rhs) {
+  const PyRefs& refs = py_refs();
+  if (!PyObject_TypeCheck(lhs, refs.dtensor_spec_type) ||
+      !PyObject_TypeCheck(rhs, refs.dtensor_spec_type)) {
+    return 0;
+  }
+  for (PyObject* name : {refs.str_mesh, refs.str_placements, refs.str_shard_order}) {
+    const int equal = attribute_equal(lhs, rhs, name);
+    if (equal != 1) {
+      return equal;
+    }
+  }
+  return tensor_meta_equal(lhs, rhs);
+}
+
+} // namespace
+
+std::optional<uint64_t> spec_structural_hash(PyObject* spec) {
+  PyObject* cached = PyObject_GetAttr(spec, py_refs().str_hash);
+  if (cached == nullptr) {
+    PyErr_Clear();
+    return std::nullopt;
+  }
+  Py_hash_t hash = -1;
+  if (PyLong_CheckExact(cached)) {
+    hash = PyLong_AsSsize_t(cached);
+  } else {
+    // First use of this spec object: DTensorSpec.__hash__ fills `_hash`.
+    hash = PyObject_Hash(spec);
+  }
+  Py_DECREF(cached);
+  if (hash == -1 && PyErr_Occurred()) {
+    PyErr_Clear();
+    return std::nullopt;
+  }
+  return static_cast<uint64_t>(hash);
+}
+
+bool specs_structurally_equal(PyObject* lhs, PyObject* rhs) {
+  if (lhs == rhs) {
+    return true;
+  }
+  const int equal = structurally_equal(lhs, rhs);
+  if (equal < 0) {
+    PyErr_Clear();
+    return false;
+  }
+  return equal == 1;
+}
+
+bool spec_handles_equal(SpecHandle lhs, SpecHandle rhs) {
+  return specs_structurally_equal(spec_object(lhs), spec_object(rhs));
+}
+
+} // namespace torchshard

@@ -1,0 +1,43 @@
+// Structural hashing and equality of DTensorSpec objects, as the native key
+// needs them.
+//
+// Must stay in step with DTensorSpec.__hash__ / _check_equals in
+// torch/distributed/tensor/_dtensor_spec.py: equal specs are those with equal
+// mesh, placements and shard_order, and, when both have tensor_meta, equal
+// shape, stride and dtype (a missing tensor_meta only equals a missing one).
+// The hash is the spec's own cached Python hash, so it agrees with that
+// equality by construction.
+//
+// All functions require the GIL.
+#pragma once
+
+#include "csrc/core/op_key.h"
+
+#include <Python.h>
+
+#include <cstdint>
+#include <optional>
+
+namespace torchshard {
+
+// The spec's hash: its cached `_hash` field, computed through hash(spec) the
+// first time only. nullopt (no Python error left set) if it cannot be hashed,
+// e.g. a spec with symbolic shapes.
+// Spec handles in keys are DTensorSpec objects.
+inline PyObject* spec_object(SpecHandle handle) {
+  return static_cast<PyObject*>(const_cast<void*>(handle));
+}
+inline SpecHandle spec_handle(PyObject* spec) {
+  return spec;
+}
+
+std::optional<uint64_t> spec_structural_hash(PyObject* spec);
+
+// DTensorSpec equality without calling DTensorSpec.__eq__. Python errors
+// raised by a component's comparison count as "not equal" and are cleared.
+bool specs_structurally_equal(PyObject* lhs, PyObject* rhs);
+
+// The SpecComparator installed into csrc/core/op_key.h at module init.
+bool spec_handles_equal(SpecHandle lhs, SpecHandle rhs);
+
+} // namespace torchshard

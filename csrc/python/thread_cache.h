@@ -1,0 +1,75 @@
+// ThreadCache: one Python thread's sharding-propagation cache and counters.
+//
+// Lifetime (the part that must never crash):
+//  - Created on a thread's first DTensor dispatch and owned by a capsule in
+//    that thread's state dict. Python clears the dict, with the GIL held,
+//    when the thread ends (or, for threads still alive, during interpreter
+//    finalization); the capsule's destructor retires the cache: its counters
+//    are folded into the process totals and its entries are released.
+//  - Every live cache is listed in a process-wide registry guarded by a
+//    mutex, so clear_cache(), stats() and shutdown reach all threads.
+//  - shutdown_thread_caches() runs from atexit, before finalization: it
+//    releases every thread's entries and makes current() return nullptr from
+//    then on, so no entry is created that finalization would have to free.
+//
+// Locking: everything here runs with the GIL held. The registry mutex is
+// only held for short sections that never call Python and never wait for the
+// GIL; entries (which hold Python references) are destroyed after the mutex
+// is released, so a destructor that runs Python cannot deadlock against it.
+#pragma once
+
+#include "csrc/core/bounded_cache.h"
+#include "csrc/core/dispatch_counters.h"
+#include "csrc/core/op_key.h"
+#include "csrc/python/cache_entry.h"
+
+#include <vector>
+
+namespace torchshard {
+
+class ThreadCache {
+ public:
+  // The calling thread's cache, created on first use; nullptr once shutdown
+  // has begun or if the thread has no Python thread state.
+  static ThreadCache* current();
+
+  // Looks `key` up and counts a hit or a miss.
+  CacheEntryPtr find(const OpKey& key);
+  // Stores an entry under the configured capacity (see bounded_cache.h for
+  // the eviction policy); a no-op once shutdown has begun.
+  void insert(const OpKey& key, CacheEntryPtr entry);
+
+  DispatchCounters& counters() { return counters_; }
+  // Scratch key reused by every call on this thread, so building a key does
+  // not allocate in steady state.
+  OpKey& probe_key() { return probe_key_; }
+
+ private:
+  friend class ThreadCacheRegistry;
+  explicit ThreadCache(unsigned long thread_ident) : thread_ident_(thread_ident) {}
+
+  BoundedCache<CacheEntryPtr> cache_;
+  DispatchCounters counters_;
+  OpKey probe_key_;
+  unsigned long thread_ident_;
+};
+
+struct ThreadCacheSnapshot {
+  unsigned long thread_ident = 0;
+  size_t entries = 0;
+  DispatchCounters counters;
+};
+
+struct CacheStatsSnapshot {
+  std::vector<ThreadCacheSnapshot> threads;  // live threads
+  DispatchCounters retired;                  // threads that have ended
+};
+
+// All of these require the GIL.
+CacheStatsSnapshot snapshot_cache_stats();
+void reset_cache_stats();
+void clear_all_thread_caches();
+void shutdown_thread_caches();
+bool thread_caches_shut_down();
+
+} // namespace torchshard

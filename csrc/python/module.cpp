@@ -6,6 +6,12 @@
 #include "csrc/python/py_refs.h"
 #include "csrc/python/spec_equality.h"
 
+#include <absl/base/config.h>
+#include <xxhash.h>
+
+#define TORCHSHARD_STRINGIFY_IMPL(x) #x
+#define TORCHSHARD_STRINGIFY(x) TORCHSHARD_STRINGIFY_IMPL(x)
+
 PYBIND11_MODULE(_C, module) {
   module.doc() = "torchshard native DTensor dispatch";
   if (!torchshard::init_py_refs()) {
@@ -14,5 +20,16 @@ PYBIND11_MODULE(_C, module) {
   torchshard::set_spec_comparator(&torchshard::spec_handles_equal);
   torchshard::init_rule_bindings(module);
   torchshard::init_cache_bindings(module);
-  module.attr("BUILT_WITH_TORCH") = TORCHSHARD_BUILT_WITH_TORCH;
+  py::dict build;
+  build["torch"] = TORCHSHARD_BUILT_WITH_TORCH;
+  build["compiler"] = __VERSION__;
+  build["cplusplus"] = __cplusplus;
+  build["abseil_lts"] = TORCHSHARD_STRINGIFY(ABSL_LTS_RELEASE_VERSION);
+  build["xxhash"] = XXH_versionNumber();
+#ifdef NDEBUG
+  build["assertions"] = false;
+#else
+  build["assertions"] = true;
+#endif
+  module.attr("BUILD") = build;
 }

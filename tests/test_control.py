@@ -50,3 +50,29 @@ def test_not_implemented_falls_through_to_stock(mesh_1d):
     assert calls == [op]
     assert result.placements == expected.placements
     assert torch.equal(result._local_tensor, expected._local_tensor)
+
+
+def test_reregistered_strategy_gets_a_rebuilt_rule(mesh_1d):
+    """Re-registering an op's strategy rebuilds its rule (its schema info may have changed)."""
+    from torch._library.simple_registry import find_torch_dispatch_rule
+
+    op = torch.ops.aten.mul.Tensor
+    propagator = DTensor._op_dispatcher.sharding_propagator
+    strategy = propagator.op_strategy_funcs.get(op) or propagator.op_single_dim_strategy_funcs.get(op)
+    assert strategy is not None
+    old_rule = find_torch_dispatch_rule(op, DTensor)
+    assert type(old_rule).__name__ == "NativeRule"
+    if op in propagator.op_strategy_funcs:
+        propagator.register_op_strategy(op, strategy, propagator.op_to_schema_info.get(op))
+    else:
+        propagator.register_single_dim_op_strategy(
+            op, strategy, propagator.op_to_schema_info_for_single_dim_strategy.get(op)
+        )
+    new_rule = find_torch_dispatch_rule(op, DTensor)
+    assert type(new_rule).__name__ == "NativeRule" and new_rule is not old_rule
+    x = distribute_tensor(torch.randn(8, 8), mesh_1d, [Shard(0)])
+    with torchshard.disabled():
+        expected = x * x
+    result = x * x
+    assert result.placements == expected.placements
+    assert torch.equal(result._local_tensor, expected._local_tensor)

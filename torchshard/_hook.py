@@ -4,7 +4,8 @@ torch consults rules registered with ``torch.library.register_torch_dispatch(op,
 DTensor, rule)`` before its built-in DTensor path, and falls through to that path
 when a rule returns ``NotImplemented`` (evidence: docs/design.md). torchshard
 registers one native rule per op that DTensor has a sharding strategy or rule
-for, and follows ops registered later.
+for (in the same registry ``register_torch_dispatch`` writes to, keeping each
+registration's handle so it can be removed alone), and follows ops registered later.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import logging
 import threading
 from collections.abc import Iterator
 
-import torch
+from torch._library import simple_registry
 from torch._ops import OpOverload
 from torch.distributed.tensor import DTensor
 
@@ -24,8 +25,10 @@ log = logging.getLogger("torchshard")
 
 _lock = threading.RLock()
 _rules: dict[OpOverload, object] = {}  # built once per op, reused across enable/disable
-_library: torch.library.Library | None = None
-_enabled_ops: set[OpOverload] = set()
+_enabled = False
+# One registration handle per op we installed a rule for; destroying it removes
+# exactly that rule (torch.library.register_torch_dispatch registers the same way).
+_registrations: dict[OpOverload, object] = {}
 
 
 def _propagator():
@@ -67,15 +70,20 @@ def _rule_for(op: OpOverload):
 
 
 def _install(op: OpOverload) -> None:
-    assert _library is not None
-    if op in _enabled_ops:
+    if op in _registrations:
         return
-    if torch._library.simple_registry.find_torch_dispatch_rule(op, DTensor) is not None:
+    if simple_registry.find_torch_dispatch_rule(op, DTensor) is not None:
         # Someone else owns this (op, DTensor) rule; never override it.
         log.debug("torchshard: %s already has a DTensor rule; leaving it alone", op)
         return
-    torch.library.register_torch_dispatch(op, DTensor, _rule_for(op), lib=_library)
-    _enabled_ops.add(op)
+    rules = simple_registry.singleton.find(op.__qualname__).torch_dispatch_rules
+    _registrations[op] = rules.register(DTensor, _rule_for(op))
+
+
+def _uninstall(op: OpOverload) -> None:
+    registration = _registrations.pop(op, None)
+    if registration is not None:
+        registration.destroy()
 
 
 def _follow_registrations() -> None:
@@ -95,10 +103,13 @@ def _follow_registrations() -> None:
         def follow(op, *args, _original=original, **kwargs):
             result = _original(op, *args, **kwargs)
             with _lock:
-                if _library is not None and isinstance(op, OpOverload):
-                    _rules.pop(op, None)  # its schema info may have changed
-                    _enabled_ops.discard(op)
-                    _install(op)
+                if isinstance(op, OpOverload):
+                    # Re-registration may change the op's schema info: rebuild its rule.
+                    _rules.pop(op, None)
+                    if _enabled:
+                        _uninstall(op)
+                        _install(op)
+                        _C.clear_cache()  # entries keyed with the old schema info
             return result
 
         setattr(propagator, name, follow)
@@ -107,36 +118,37 @@ def _follow_registrations() -> None:
 
 def enable() -> None:
     """Route DTensor ops through torchshard's native path (idempotent)."""
-    global _library
+    global _enabled
     with _lock:
-        if _library is not None:
+        if _enabled:
             return
         _follow_registrations()
-        _library = torch.library.Library("aten", "FRAGMENT")
         for op in _strategy_ops():
             _install(op)
-        log.debug("torchshard: enabled for %d DTensor ops", len(_enabled_ops))
+        _enabled = True
+        log.debug("torchshard: enabled for %d DTensor ops", len(_registrations))
 
 
 def disable() -> None:
     """Remove every torchshard rule: DTensor behaves exactly as stock (idempotent)."""
-    global _library
+    global _enabled
     with _lock:
-        if _library is None:
+        if not _enabled:
             return
-        _library._destroy()
-        _library = None
-        _enabled_ops.clear()
+        for op in list(_registrations):
+            _uninstall(op)
+        _enabled = False
         _C.clear_cache()
 
 
 def is_enabled() -> bool:
-    return _library is not None
+    return _enabled
 
 
 def enabled_ops() -> frozenset[OpOverload]:
+    """The ops that currently have a torchshard rule."""
     with _lock:
-        return frozenset(_enabled_ops)
+        return frozenset(_registrations)
 
 
 @contextlib.contextmanager

@@ -5,7 +5,7 @@ namespace torchshard {
 std::string_view decline_reason_name(DeclineReason reason) {
   static constexpr std::array<std::string_view, kDeclineReasonCount> kNames = {
       "cache_disabled",
-      "shutting_down",
+      "no_thread_cache",
       "dispatch_mode_active",
       "non_plain_local_tensor",
       "dtensor_subclass_arg",

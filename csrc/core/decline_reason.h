@@ -12,7 +12,7 @@ namespace torchshard {
 
 enum class DeclineReason : uint8_t {
   kCacheDisabled,        // TORCHSHARD_CACHE_CAPACITY=0
-  kShuttingDown,         // interpreter exit has begun
+  kNoThreadCache,        // interpreter exit has begun, or the thread has no Python state
   kDispatchModeActive,   // a TorchDispatchMode is on the stack (tracing, debug modes)
   kNonPlainLocalTensor,  // a local tensor is a subclass (FakeTensor, LocalTensor, ...)
   kDTensorSubclassArg,   // an argument is a DTensor subclass

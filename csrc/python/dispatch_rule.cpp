@@ -54,7 +54,8 @@ PyObject* run_native(const OpDescriptor& op, const CacheEntry& entry, DispatchCo
 PyObject* dispatch(const OpDescriptor& op, PyObject* func, PyObject* args, PyObject* kwargs) {
   ThreadCache* cache = ThreadCache::current();
   if (cache == nullptr) {
-    Py_RETURN_NOTIMPLEMENTED;  // interpreter exit: no cache, nothing to count into
+    ThreadCache::count_decline_without_cache();
+    Py_RETURN_NOTIMPLEMENTED;
   }
   DispatchCounters& counters = cache->counters();
   if (const auto reason = op.op_decline()) {

@@ -28,6 +28,7 @@ class ThreadCacheRegistry {
   void reset_counters();
 
   std::atomic<bool> shut_down{false};
+  std::atomic<uint64_t> declines_without_cache{0};
 
  private:
   std::mutex mutex_;
@@ -111,6 +112,8 @@ CacheStatsSnapshot ThreadCacheRegistry::snapshot() {
   CacheStatsSnapshot result;
   std::lock_guard<std::mutex> lock(mutex_);
   result.retired = retired_;
+  result.retired.declines[static_cast<size_t>(DeclineReason::kNoThreadCache)] +=
+      declines_without_cache.load(std::memory_order_relaxed);
   result.threads.reserve(live_.size());
   for (const ThreadCache* cache : live_) {
     result.threads.push_back({cache->thread_ident_, cache->cache_.size(), cache->counters_});
@@ -121,6 +124,7 @@ CacheStatsSnapshot ThreadCacheRegistry::snapshot() {
 void ThreadCacheRegistry::reset_counters() {
   std::lock_guard<std::mutex> lock(mutex_);
   retired_ = DispatchCounters{};
+  declines_without_cache.store(0, std::memory_order_relaxed);
   for (ThreadCache* cache : live_) {
     cache->counters_ = DispatchCounters{};
   }
@@ -135,6 +139,10 @@ ThreadCache* ThreadCache::current() {
     return current_thread_cache;
   }
   return registry.create_for_current_thread();
+}
+
+void ThreadCache::count_decline_without_cache() {
+  ThreadCacheRegistry::instance().declines_without_cache.fetch_add(1, std::memory_order_relaxed);
 }
 
 CacheEntryPtr ThreadCache::find(const OpKey& key) {

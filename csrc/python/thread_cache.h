@@ -32,6 +32,8 @@ class ThreadCache {
   // The calling thread's cache, created on first use; nullptr once shutdown
   // has begun or if the thread has no Python thread state.
   static ThreadCache* current();
+  // Counts a decline for a call that had no thread cache to count into.
+  static void count_decline_without_cache();
 
   // Looks `key` up and counts a hit or a miss.
   CacheEntryPtr find(const OpKey& key);

@@ -1,0 +1,48 @@
+"""Shared fixtures for torchshard's tests.
+
+Kept deliberately small so every test file can use it:
+
+* ``fake_pg``  -- a session-wide fake process group (rank 0 of 4). Collectives are
+  no-ops on it, so only *local* tensors hold meaningful values.
+* ``mesh_1d`` -- a 1-D ``DeviceMesh`` of 4 CPU ranks.
+* ``mesh_2d`` -- a 2-D ``DeviceMesh`` of shape (2, 2).
+
+Importing this module imports ``torchshard``, which enables the native path.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+import torch.distributed as dist
+from torch.distributed.device_mesh import DeviceMesh, init_device_mesh
+from torch.testing._internal.distributed.fake_pg import FakeStore
+
+import torchshard  # noqa: F401  (registers the native DTensor rules)
+
+WORLD_SIZE = 4
+
+
+@pytest.fixture(scope="session")
+def fake_pg() -> Iterator[None]:
+    """A fake process group of world size 4 (this process is rank 0) for the session."""
+    created = False
+    if not dist.is_initialized():
+        dist.init_process_group("fake", store=FakeStore(), rank=0, world_size=WORLD_SIZE)
+        created = True
+    yield
+    if created and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+@pytest.fixture(scope="session")
+def mesh_1d(fake_pg: None) -> DeviceMesh:
+    """A 1-D CPU mesh of 4 ranks on the fake process group."""
+    return init_device_mesh("cpu", (WORLD_SIZE,))
+
+
+@pytest.fixture(scope="session")
+def mesh_2d(fake_pg: None) -> DeviceMesh:
+    """A 2-D (2, 2) CPU mesh on the fake process group."""
+    return init_device_mesh("cpu", (2, 2))

@@ -1,0 +1,147 @@
+"""Field-by-field comparison of stock-DTensor results against torchshard results.
+
+``assert_same_result(stock, ours)`` walks tuples/lists/dicts recursively and fails
+with a path (e.g. ``result[1].placements``) naming the first field that differs:
+
+* DTensor: type, placements, device_mesh, shape, stride(), dtype, requires_grad,
+  grad_fn type name, and the local tensor (shape, stride, dtype, bit-identical
+  values -- both paths run the same local kernel, so no tolerance is allowed).
+* plain tensor: the same, minus placements/mesh.
+* anything else: ``==``.
+
+Pass ``inputs=(stock_inputs, our_inputs)`` to also require the same aliasing pattern:
+every output's local storage must alias the same input positions in both runs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from torch.distributed.tensor import DTensor
+
+__all__ = ["assert_same_result", "bitwise_equal", "local_of", "aliasing_pattern"]
+
+
+def local_of(t: torch.Tensor) -> torch.Tensor:
+    """The local tensor of a DTensor, or the tensor itself."""
+    return t._local_tensor if isinstance(t, DTensor) else t
+
+
+def bitwise_equal(a: torch.Tensor, b: torch.Tensor) -> bool:
+    """True when ``a`` and ``b`` hold identical values (NaN == NaN, and -0.0 != +0.0)."""
+    if a.dtype != b.dtype or a.shape != b.shape:
+        return False
+    if a.is_floating_point() or a.is_complex():
+        a_nan, b_nan = torch.isnan(a), torch.isnan(b)
+        if not torch.equal(a_nan, b_nan):
+            return False
+        zero = torch.zeros((), dtype=a.dtype)
+        a_clean, b_clean = torch.where(a_nan, zero, a), torch.where(b_nan, zero, b)
+        if not torch.equal(a_clean, b_clean):
+            return False
+        if a.is_floating_point():
+            return torch.equal(torch.signbit(a_clean), torch.signbit(b_clean))
+        return True
+    return torch.equal(a, b)
+
+
+def _grad_fn_name(t: torch.Tensor) -> str | None:
+    return None if t.grad_fn is None else type(t.grad_fn).__name__
+
+
+def _fail(path: str, what: str, stock: Any, ours: Any) -> None:
+    raise AssertionError(f"{path}.{what} differs: stock={stock!r} torchshard={ours!r}")
+
+
+def _check(path: str, what: str, stock: Any, ours: Any) -> None:
+    if stock != ours:
+        _fail(path, what, stock, ours)
+
+
+def _compare_tensor(path: str, stock: torch.Tensor, ours: torch.Tensor) -> None:
+    _check(path, "type", type(stock), type(ours))
+    if isinstance(stock, DTensor):
+        _check(path, "placements", tuple(stock.placements), tuple(ours.placements))
+        _check(path, "device_mesh", stock.device_mesh, ours.device_mesh)
+    _check(path, "shape", tuple(stock.shape), tuple(ours.shape))
+    _check(path, "stride", tuple(stock.stride()), tuple(ours.stride()))
+    _check(path, "dtype", stock.dtype, ours.dtype)
+    _check(path, "device", stock.device, ours.device)
+    _check(path, "requires_grad", stock.requires_grad, ours.requires_grad)
+    _check(path, "grad_fn", _grad_fn_name(stock), _grad_fn_name(ours))
+    _check(path, "is_leaf", stock.is_leaf, ours.is_leaf)
+    s_local, o_local = local_of(stock).detach(), local_of(ours).detach()
+    if isinstance(stock, DTensor):
+        _check(path, "local.type", type(s_local), type(o_local))
+        _check(path, "local.shape", tuple(s_local.shape), tuple(o_local.shape))
+        _check(path, "local.stride", tuple(s_local.stride()), tuple(o_local.stride()))
+        _check(path, "local.dtype", s_local.dtype, o_local.dtype)
+        _check(path, "local.requires_grad", local_of(stock).requires_grad,
+               local_of(ours).requires_grad)
+    if not bitwise_equal(s_local, o_local):
+        raise AssertionError(
+            f"{path}.local values differ:\nstock={s_local!r}\ntorchshard={o_local!r}"
+        )
+
+
+def _compare(path: str, stock: Any, ours: Any) -> None:
+    if isinstance(stock, torch.Tensor) or isinstance(ours, torch.Tensor):
+        if not (isinstance(stock, torch.Tensor) and isinstance(ours, torch.Tensor)):
+            _fail(path, "type", type(stock), type(ours))
+        _compare_tensor(path, stock, ours)
+    elif isinstance(stock, (tuple, list)):
+        _check(path, "type", type(stock), type(ours))
+        _check(path, "len", len(stock), len(ours))
+        for i, (s, o) in enumerate(zip(stock, ours)):
+            _compare(f"{path}[{i}]", s, o)
+    elif isinstance(stock, dict):
+        _check(path, "type", type(stock), type(ours))
+        _check(path, "keys", list(stock), list(ours))
+        for k in stock:
+            _compare(f"{path}[{k!r}]", stock[k], ours[k])
+    else:
+        _check(path, "value", stock, ours)
+
+
+def _flat_tensors(value: Any) -> list[torch.Tensor]:
+    if isinstance(value, torch.Tensor):
+        return [value]
+    if isinstance(value, (tuple, list)):
+        return [t for v in value for t in _flat_tensors(v)]
+    if isinstance(value, dict):
+        return [t for v in value.values() for t in _flat_tensors(v)]
+    return []
+
+
+def aliasing_pattern(outputs: Any, inputs: Sequence[Any]) -> list[tuple[int, ...]]:
+    """For each output tensor, the positions of the inputs whose (local) storage it shares."""
+    input_ptrs = [
+        {local_of(t).untyped_storage().data_ptr() for t in _flat_tensors(inp)} for inp in inputs
+    ]
+    pattern = []
+    for out in _flat_tensors(outputs):
+        ptr = local_of(out).untyped_storage().data_ptr()
+        pattern.append(tuple(i for i, ptrs in enumerate(input_ptrs) if ptr in ptrs and ptr != 0))
+    return pattern
+
+
+def assert_same_result(
+    stock: Any,
+    ours: Any,
+    *,
+    inputs: tuple[Sequence[Any], Sequence[Any]] | None = None,
+    path: str = "result",
+) -> None:
+    """Assert that torchshard's result ``ours`` matches stock DTensor's ``stock`` exactly.
+
+    ``inputs``: optional ``(stock_inputs, our_inputs)``; when given, the outputs must
+    alias the same input positions in both runs (views alias, functional ops do not).
+    """
+    _compare(path, stock, ours)
+    if inputs is not None:
+        stock_alias = aliasing_pattern(stock, inputs[0])
+        our_alias = aliasing_pattern(ours, inputs[1])
+        if stock_alias != our_alias:
+            _fail(path, "aliasing (input positions per output)", stock_alias, our_alias)

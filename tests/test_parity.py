@@ -1,0 +1,372 @@
+"""Differential parity: every op gives the same DTensor result with and without torchshard.
+
+Each case builds the same inputs (fixed seed) twice, runs the op on stock DTensor
+(inside ``torchshard.disabled()``) and with torchshard enabled, then backpropagates
+through the first differentiable output. Guarded, field by field (see
+``dtensor_compare``): outputs, input gradients, inputs after the call (in-place ops),
+output/input aliasing, and -- when stock raises -- the exception type and stage.
+
+Placements: every input takes every placement stock accepts per mesh dimension
+(Replicate, Partial for float inputs, Shard(d) for each dim), on a 1-D mesh of 4 and a
+2-D (2, 2) mesh. Where the cartesian product over inputs is large, a fixed,
+seed-determined subset is used (always including all-Replicate and "all inputs
+sharded alike"). These tests run on a fake process group: collectives are no-ops, so
+only local tensors are compared (they hold real values).
+
+For ops expected to be served natively, ``native_calls`` must also grow during the
+forward: that guards against torchshard silently declining everything.
+"""
+
+from __future__ import annotations
+
+import itertools
+import random
+import zlib
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch.distributed.device_mesh import DeviceMesh
+from torch.distributed.tensor import DTensor, Partial, Placement, Replicate, Shard, distribute_tensor
+
+import torchshard
+from dtensor_compare import assert_same_result
+
+# ----------------------------------------------------------------------------- inputs
+
+
+@dataclass(frozen=True)
+class In:
+    """One tensor input: global shape and value kind."""
+
+    shape: tuple[int, ...]
+    kind: str = "float"  # float | positive | index | bool
+    high: int = 0  # exclusive upper bound for "index"
+
+    @property
+    def differentiable(self) -> bool:
+        return self.kind in ("float", "positive")
+
+    def make(self, gen: torch.Generator) -> torch.Tensor:
+        if self.kind == "float":
+            return torch.randn(self.shape, generator=gen)
+        if self.kind == "positive":
+            return torch.rand(self.shape, generator=gen) + 0.5
+        if self.kind == "index":
+            return torch.randint(0, self.high, self.shape, generator=gen)
+        if self.kind == "bool":
+            return torch.rand(self.shape, generator=gen) > 0.5
+        raise ValueError(self.kind)
+
+    def placement_choices(self) -> list[Placement]:
+        """Placements stock accepts for this input on one mesh dimension."""
+        choices: list[Placement] = [Replicate()]
+        if self.differentiable:
+            choices.append(Partial())
+        choices.extend(Shard(d) for d in range(len(self.shape)))
+        return choices
+
+
+# Per-mesh-dim predicate deciding whether the forward must run natively:
+# receives the placements of all inputs on one mesh dimension.
+NativeRule = Callable[[tuple[Placement, ...]], bool]
+
+
+def _no_partial(ps: tuple[Placement, ...]) -> bool:
+    return not any(isinstance(p, Partial) for p in ps)
+
+
+def _same_no_partial(ps: tuple[Placement, ...]) -> bool:
+    return _no_partial(ps) and all(p == ps[0] for p in ps)
+
+
+def _all_replicate(ps: tuple[Placement, ...]) -> bool:
+    return all(isinstance(p, Replicate) for p in ps)
+
+
+def _allowed(*combos: tuple[Placement, ...]) -> NativeRule:
+    allowed = set(combos)
+    return lambda ps: tuple(ps) in allowed
+
+
+R, P = Replicate(), Partial()
+S0, S1, S2 = Shard(0), Shard(1), Shard(2)
+
+
+@dataclass(frozen=True)
+class Op:
+    """One parity case: ``fn(*inputs)`` with inputs built from ``ins``."""
+
+    name: str
+    fn: Callable[..., Any]
+    ins: tuple[In, ...]
+    native: NativeRule | None = None  # None: no native assertion (declined class / complex)
+    tags: tuple[str, ...] = field(default=())
+
+
+A = In((8, 12))
+A_POS = In((8, 12), "positive")
+V12 = In((12,))
+T3 = In((4, 8, 12))
+UNEVEN = In((7, 10))
+
+OPS: list[Op] = [
+    # --- pointwise unary
+    Op("relu", torch.relu, (A,), _no_partial),
+    Op("gelu", F.gelu, (A,), _no_partial),
+    Op("gelu_tanh", lambda x: F.gelu(x, approximate="tanh"), (A,), _no_partial),
+    Op("sigmoid", torch.sigmoid, (A,), _no_partial),
+    Op("tanh", torch.tanh, (A,), _no_partial),
+    Op("exp", torch.exp, (A,), _no_partial),
+    Op("neg", torch.neg, (A,), _no_partial),
+    Op("abs", torch.abs, (A,), _no_partial),
+    Op("sqrt", torch.sqrt, (A_POS,), _no_partial),
+    Op("log", torch.log, (A_POS,), _no_partial),
+    Op("rsqrt", torch.rsqrt, (A_POS,), _no_partial),
+    Op("sin", torch.sin, (A,), _no_partial),
+    Op("silu", F.silu, (A,), _no_partial),
+    Op("leaky_relu", lambda x: F.leaky_relu(x, 0.1), (A,), _no_partial),
+    Op("clamp", lambda x: torch.clamp(x, min=-0.5, max=0.5), (A,), _no_partial),
+    Op("pow_scalar", lambda x: x**2, (A,), _no_partial),
+    Op("to_float64", lambda x: x.to(torch.float64), (A,), _no_partial),
+    Op("clone", torch.clone, (A,), _no_partial),
+    Op("relu_3d", torch.relu, (T3,), _no_partial),
+    # --- pointwise binary, same shape
+    Op("add", torch.add, (A, A), _same_no_partial),
+    Op("add_alpha", lambda x, y: torch.add(x, y, alpha=2), (A, A), _same_no_partial),
+    Op("sub", torch.sub, (A, A), _same_no_partial),
+    Op("mul", torch.mul, (A, A), _same_no_partial),
+    Op("div", torch.div, (A, A_POS), _same_no_partial),
+    Op("maximum", torch.maximum, (A, A), _same_no_partial),
+    Op("where", torch.where, (In((8, 12), "bool"), A, A), _same_no_partial),
+    Op("masked_fill", lambda x, m: x.masked_fill(m, 0.0), (A, In((8, 12), "bool")),
+       _same_no_partial),
+    # --- broadcasting and Python scalars
+    Op("add_bcast_row", torch.add, (A, V12), _all_replicate),
+    Op("mul_bcast_3d", torch.mul, (T3, In((8, 1))), _all_replicate),
+    Op("mul_float_scalar", lambda x: x * 2.5, (A,), _no_partial),
+    Op("add_int_scalar", lambda x: x + 2, (A,), _no_partial),
+    Op("rsub_scalar", lambda x: 2 - x, (A,), _no_partial),
+    Op("div_scalar", lambda x: x / 3.0, (A,), _no_partial),
+    # --- reductions
+    Op("sum_all", torch.sum, (A,), _no_partial),
+    Op("sum_dim1", lambda x: x.sum(dim=1), (A,), _no_partial),
+    Op("sum_dim0_keepdim", lambda x: x.sum(dim=0, keepdim=True), (A,), _no_partial),
+    Op("mean_dim_last", lambda x: x.mean(dim=-1), (A,), _no_partial),
+    Op("amax_dim1", lambda x: x.amax(dim=1), (A,), _no_partial),
+    Op("amin_dim0_keepdim", lambda x: x.amin(dim=0, keepdim=True), (A,), _no_partial),
+    Op("max_dim", lambda x: torch.max(x, dim=1), (A,)),
+    Op("argmax_dim1", lambda x: x.argmax(dim=1), (A,)),
+    Op("var_dim1", lambda x: x.var(dim=1), (A,)),
+    Op("logsumexp_dim1", lambda x: torch.logsumexp(x, dim=1), (A,)),
+    Op("vector_norm_dim1", lambda x: torch.linalg.vector_norm(x, dim=1), (A,)),
+    Op("cumsum_dim1", lambda x: torch.cumsum(x, dim=1), (A,)),
+    Op("sum_3d_dims", lambda x: x.sum(dim=(0, 2)), (T3,), _no_partial),
+    # --- matmul family
+    Op("mm", torch.mm, (A, In((12, 8))), _allowed((R, R), (S0, R), (R, S1), (S1, S0))),
+    Op("addmm", torch.addmm, (In((8,)), A, In((12, 8))), _allowed((R, R, R), (R, S0, R))),
+    Op("bmm", torch.bmm, (T3, In((4, 12, 8))), _allowed((R, R), (S0, S0), (S1, R), (R, S2))),
+    Op("linear", F.linear, (A, In((6, 12)), In((6,)))),
+    Op("matmul_3d_2d", torch.matmul, (T3, In((12, 8)))),
+    # --- views (declined by torchshard: parity only)
+    Op("view", lambda x: x.view(2, 4, 12), (A,)),
+    Op("reshape", lambda x: x.reshape(24, 4), (A,)),
+    Op("transpose", lambda x: x.transpose(0, 1), (A,)),
+    Op("permute", lambda x: x.permute(2, 0, 1), (T3,)),
+    Op("t", torch.t, (A,)),
+    Op("flatten", lambda x: x.flatten(0, 1), (T3,)),
+    Op("unsqueeze", lambda x: x.unsqueeze(0), (A,)),
+    Op("expand", lambda x: x.expand(8, 12), (In((8, 1)),)),
+    Op("detach", torch.Tensor.detach, (A,)),
+    Op("split", lambda x: torch.split(x, 4, dim=1), (A,)),
+    # --- normalisation, embedding, concatenation
+    Op("softmax_last", lambda x: torch.softmax(x, dim=-1), (A,)),
+    Op("log_softmax_dim0", lambda x: torch.log_softmax(x, dim=0), (A,)),
+    Op("layer_norm", lambda x, w, b: F.layer_norm(x, (12,), w, b, eps=1e-5), (A, V12, V12)),
+    Op("embedding", F.embedding, (In((4, 6), "index", high=16), In((16, 12)))),
+    Op("cat_dim0", lambda x, y: torch.cat([x, y], dim=0), (A, A)),
+    Op("cat_dim1", lambda x, y: torch.cat([x, y], dim=1), (A, A)),
+    Op("stack", lambda x, y: torch.stack([x, y]), (A, A)),
+    # --- in-place (declined by torchshard; inputs are cloned first so leaves stay intact)
+    Op("add_inplace", lambda x, y: x.clone().add_(y), (A, A)),
+    Op("mul_inplace_scalar", lambda x: x.clone().mul_(3.0), (A,)),
+    Op("relu_inplace", lambda x: torch.relu_(x * 1.0), (A,)),
+    # --- uneven shapes (7 x 10 over 4 or 2 ranks)
+    Op("relu_uneven", torch.relu, (UNEVEN,), _no_partial),
+    Op("add_uneven", torch.add, (UNEVEN, UNEVEN), _same_no_partial),
+    Op("sum_dim0_uneven", lambda x: x.sum(dim=0), (UNEVEN,), _no_partial),
+    Op("mm_uneven", torch.mm, (UNEVEN, In((10, 6))), _allowed((R, R), (S0, R), (R, S1))),
+    Op("softmax_uneven", lambda x: torch.softmax(x, dim=1), (UNEVEN,)),
+]
+
+# ------------------------------------------------------------------ placement cases
+
+MESH_SHAPES = {"1d": (4,), "2d": (2, 2)}
+MAX_COMBOS = {"1d": 16, "2d": 8}
+
+
+def _short(p: Placement) -> str:
+    if isinstance(p, Replicate):
+        return "R"
+    if isinstance(p, Partial):
+        return "P"
+    if isinstance(p, Shard):
+        return f"S{p.dim}"
+    return str(p)
+
+
+def _placement_combos(op: Op, mesh_name: str) -> list[tuple[tuple[Placement, ...], ...]]:
+    """Per input, a tuple of placements (one per mesh dim); deterministic subset if large."""
+    ndim = len(MESH_SHAPES[mesh_name])
+    per_input = [
+        list(itertools.product(inp.placement_choices(), repeat=ndim)) for inp in op.ins
+    ]
+    combos = list(itertools.product(*per_input))
+    limit = MAX_COMBOS[mesh_name]
+    if len(combos) <= limit:
+        return combos
+    # Always keep the all-Replicate case and the "same placement for every input" cases.
+    keep = [c for c in combos if all(pl == c[0] for pl in c)]
+    rest = [c for c in combos if c not in keep]
+    rng = random.Random(zlib.crc32(f"{op.name}-{mesh_name}".encode()))
+    keep += rng.sample(rest, max(0, limit - len(keep)))
+    return keep
+
+
+def _case_id(op: Op, mesh_name: str, combo: tuple[tuple[Placement, ...], ...]) -> str:
+    ins = ",".join("".join(_short(p) for p in pl) for pl in combo)
+    return f"{op.name}-{mesh_name}-{ins}"
+
+
+CASES = [
+    pytest.param(op, mesh_name, combo, id=_case_id(op, mesh_name, combo))
+    for op in OPS
+    for mesh_name in MESH_SHAPES
+    for combo in _placement_combos(op, mesh_name)
+]
+
+# ------------------------------------------------------------------------ running
+
+
+@dataclass
+class Outcome:
+    """What one run produced (or the exception and stage that stopped it)."""
+
+    inputs: list[torch.Tensor]
+    output: Any = None
+    grads: list[Any] = field(default_factory=list)
+    error: tuple[str, type[BaseException], str] | None = None
+    native_calls: int = 0
+
+
+def _build_bases(
+    op: Op, mesh: DeviceMesh, combo: tuple[tuple[Placement, ...], ...], seed: int
+) -> list[DTensor]:
+    """The op's DTensor inputs, built once on stock DTensor (fixed seed)."""
+    gen = torch.Generator().manual_seed(seed)
+    globals_ = [inp.make(gen) for inp in op.ins]
+    with torchshard.disabled():
+        return [distribute_tensor(g, mesh, list(pl)) for g, pl in zip(globals_, combo)]
+
+
+def _fresh_inputs(op: Op, bases: Sequence[DTensor]) -> list[DTensor]:
+    """New leaf DTensors with the bases' local values (so grads and mutations are per run)."""
+    fresh = []
+    for inp, base in zip(op.ins, bases):
+        t = DTensor.from_local(
+            base._local_tensor.clone(),
+            base.device_mesh,
+            base.placements,
+            run_check=False,
+            shape=base.shape,
+            stride=base.stride(),
+        )
+        if inp.differentiable:
+            t.requires_grad_()
+        fresh.append(t)
+    return fresh
+
+
+def _first_differentiable(value: Any) -> torch.Tensor | None:
+    if isinstance(value, torch.Tensor):
+        return value if value.requires_grad and value.is_floating_point() else None
+    if isinstance(value, (tuple, list)):
+        for v in value:
+            found = _first_differentiable(v)
+            if found is not None:
+                return found
+    return None
+
+
+def _run(op: Op, bases: Sequence[DTensor]) -> Outcome:
+    outcome = Outcome(inputs=_fresh_inputs(op, bases))
+    torchshard.reset_stats()
+    try:
+        outcome.output = op.fn(*outcome.inputs)
+    except Exception as exc:  # noqa: BLE001 - the type is compared with stock's
+        outcome.error = ("forward", type(exc), str(exc))
+        return outcome
+    outcome.native_calls = torchshard.stats()["native_calls"]
+    target = _first_differentiable(outcome.output)
+    if target is not None:
+        try:
+            # (out * out) makes the gradient depend on the output values, and is
+            # accepted by stock for every placement (Partial included).
+            (target * target).sum().backward()
+        except Exception as exc:  # noqa: BLE001
+            outcome.error = ("backward", type(exc), str(exc))
+            return outcome
+    outcome.grads = [t.grad for t in outcome.inputs]
+    return outcome
+
+
+def _expects_native(op: Op, combo: tuple[tuple[Placement, ...], ...]) -> bool:
+    if op.native is None:
+        return False
+    mesh_ndim = len(combo[0])
+    return all(op.native(tuple(pl[d] for pl in combo)) for d in range(mesh_ndim))
+
+
+def check_parity(op: Op, mesh: DeviceMesh, combo: tuple[tuple[Placement, ...], ...]) -> None:
+    """Run ``op`` on stock DTensor and on torchshard and require identical outcomes."""
+    bases = _build_bases(op, mesh, combo, seed=zlib.crc32(op.name.encode()))
+    with torchshard.disabled():
+        assert not torchshard.is_enabled()
+        stock = _run(op, bases)
+    assert torchshard.is_enabled()
+    ours = _run(op, bases)
+
+    if stock.error is not None:
+        assert ours.error is not None, (
+            f"stock raised {stock.error[1].__name__} in {stock.error[0]} ({stock.error[2]}), "
+            "torchshard did not"
+        )
+        assert ours.error[:2] == stock.error[:2], (
+            f"stock raised {stock.error[1].__name__} in {stock.error[0]}, torchshard raised "
+            f"{ours.error[1].__name__} in {ours.error[0]}: {ours.error[2]}"
+        )
+        return
+    assert ours.error is None, (
+        f"torchshard raised {ours.error[1].__name__} in {ours.error[0]} where stock did not: "
+        f"{ours.error[2]}"
+    )
+    assert_same_result(stock.output, ours.output, inputs=(stock.inputs, ours.inputs),
+                       path="output")
+    assert_same_result(stock.grads, ours.grads, path="grads")
+    assert_same_result(stock.inputs, ours.inputs, path="inputs_after")
+    if _expects_native(op, combo):
+        assert ours.native_calls > 0, (
+            f"{op.name} with placements {combo} was expected to run natively; "
+            f"stats: {torchshard.stats()}"
+        )
+
+
+@pytest.mark.parametrize(("op", "mesh_name", "combo"), CASES)
+def test_parity(op: Op, mesh_name: str, combo: tuple[tuple[Placement, ...], ...],
+                request: pytest.FixtureRequest) -> None:
+    """Stock DTensor and torchshard agree on outputs, grads, aliasing and errors."""
+    mesh = request.getfixturevalue(f"mesh_{mesh_name}")
+    check_parity(op, mesh, combo)

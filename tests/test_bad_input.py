@@ -1,0 +1,254 @@
+"""Bad input: torchshard must raise what stock DTensor raises, and stay consistent after.
+
+Each case runs the same call with torchshard disabled (stock) and enabled; the
+exception type must match, and the message too where it is deterministic.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+import torch
+from torch.distributed.device_mesh import DeviceMesh
+from torch.distributed.tensor import DTensor, Replicate, Shard, distribute_tensor
+
+import torchshard
+from dtensor_compare import assert_same_result
+
+aten = torch.ops.aten
+
+
+@pytest.fixture
+def mesh(mesh_1d):
+    """The shared 1-D mesh of 4 ranks (tests/conftest.py)."""
+    return mesh_1d
+
+
+@pytest.fixture(scope="module")
+def mesh_pair(mesh_1d):
+    """A second 1-D mesh, over ranks [0, 1] only."""
+    return DeviceMesh("cpu", [0, 1])
+
+
+@pytest.fixture(autouse=True)
+def _fresh_torchshard(caplog):
+    assert torchshard.is_enabled()
+    torchshard.clear_cache()
+    torchshard.reset_stats()
+    # Sharding propagation failures make FakeTensor log a traceback at ERROR level;
+    # keep it out of the test output (it is not what these tests check).
+    caplog.set_level(logging.CRITICAL, logger="torch._subclasses.fake_tensor")
+    yield
+    assert torchshard.is_enabled()
+
+
+def assert_same_dtensor(stock: DTensor, ours: DTensor) -> None:
+    assert type(stock) is DTensor, type(stock)
+    assert_same_result(stock, ours)
+
+
+def capture(call):
+    try:
+        result = call()
+    except Exception as error:  # noqa: BLE001 - the exception is the result
+        return error
+    raise AssertionError(f"expected an exception, got {type(result).__name__}")
+
+
+def assert_same_error(call, compare_message: bool = True, repeats: int = 2):
+    """Runs ``call`` on stock, then ``repeats`` times on torchshard (a second time so
+    a cached entry for the bad call is exercised too); returns stock's exception."""
+    with torchshard.disabled():
+        expected = capture(call)
+    for attempt in range(repeats):
+        got = capture(call)
+        assert type(got) is type(expected), (
+            f"attempt {attempt}: torchshard raised {type(got).__name__}: {got}\n"
+            f"stock raised {type(expected).__name__}: {expected}"
+        )
+        if compare_message:
+            assert str(got) == str(expected), f"attempt {attempt}"
+    return expected
+
+
+def make(mesh, shape=(8, 8), placements=(Shard(0),), dtype=torch.float32, seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    if dtype.is_floating_point:
+        data = torch.randn(*shape, generator=gen, dtype=dtype)
+    else:
+        data = torch.randint(-5, 5, shape, generator=gen, dtype=dtype)
+    return distribute_tensor(data, mesh, list(placements))
+
+
+def assert_next_valid_call_matches_stock(mesh):
+    """After an error, a valid call misses/hits normally and matches stock."""
+    x = make(mesh, seed=11)
+    y = make(mesh, seed=12)
+    with torchshard.disabled():
+        expected = x + y
+    torchshard.reset_stats()
+    first = x + y
+    second = x + y
+    assert_same_dtensor(expected, first)
+    assert_same_dtensor(expected, second)
+    stats = torchshard.stats()
+    assert stats["native_calls"] == 2
+    assert stats["hits"] >= 1
+
+
+def test_mismatched_meshes_1d_vs_subset(mesh, mesh_pair):
+    """Guards mesh checking: two different 1-D meshes must raise stock's error."""
+    a = make(mesh)
+    b = make(mesh_pair)
+    error = assert_same_error(lambda: a + b)
+    assert "different meshes" in str(error)
+    assert_next_valid_call_matches_stock(mesh)
+
+
+def test_mismatched_meshes_1d_vs_2d(mesh, mesh_2d):
+    """Guards mesh checking: a 1-D and a 2-D mesh over the same ranks."""
+    a = make(mesh)
+    b = make(mesh_2d, placements=(Shard(0), Replicate()))
+    assert_same_error(lambda: a + b)
+    assert_same_error(lambda: torch.mm(a, b))
+    assert_next_valid_call_matches_stock(mesh)
+
+
+def test_mismatched_meshes_after_valid_call_cached(mesh, mesh_pair):
+    """Guards the key: a cached entry for (mesh, mesh) must not serve (mesh, other mesh)
+    with the same placements and shapes."""
+    a = make(mesh)
+    a2 = make(mesh, seed=3)
+    b = make(mesh_pair)
+    with torchshard.disabled():
+        expected = a + a2
+    assert_same_dtensor(expected, a + a2)  # cache (mesh, mesh)
+    assert_same_error(lambda: a + b)
+    assert_same_error(lambda: b + a)
+    assert_same_dtensor(expected, a + a2)
+
+
+def test_plain_tensor_without_implicit_replication(mesh):
+    """Guards plain-tensor handling: mixing a multi-element torch.Tensor in is an error."""
+    a = make(mesh)
+    plain = torch.randn(8, 8)
+    error = assert_same_error(lambda: a + plain)
+    assert "mixed torch.Tensor and DTensor" in str(error)
+    assert_same_error(lambda: plain + a)
+    assert_same_error(lambda: torch.mm(a, plain))
+    assert_next_valid_call_matches_stock(mesh)
+
+
+def test_plain_one_element_1d_tensor_matches_stock(mesh):
+    """Guards the edge of implicit replication: stock replicates a 1-element 1-D plain
+    tensor with a UserWarning; torchshard must give the same result and the warning."""
+    a = make(mesh)
+    scalar_1d = torch.tensor([2.0])
+    match = "implicitly creating a replicated DTensor"
+    with torchshard.disabled():
+        with pytest.warns(UserWarning, match=match):
+            expected = a * scalar_1d
+    for _ in range(2):
+        with pytest.warns(UserWarning, match=match):
+            ours = a * scalar_1d
+        assert_same_dtensor(expected, ours)
+
+
+def test_op_without_sharding_strategy(mesh):
+    """Guards the no-strategy path: aten.renorm has a CPU kernel but no DTensor strategy,
+    so both must raise NotImplementedError with the same message."""
+    propagator = DTensor._op_dispatcher.sharding_propagator
+    op = aten.renorm.default
+    assert op not in propagator.op_strategy_funcs
+    assert op not in propagator.op_single_dim_strategy_funcs
+    assert op not in propagator.op_to_rules
+    a = make(mesh, placements=(Replicate(),))
+    error = assert_same_error(lambda: torch.renorm(a, 2, 0, 1.0))
+    assert isinstance(error, NotImplementedError)
+    assert "does not have a sharding strategy registered" in str(error)
+    assert_next_valid_call_matches_stock(mesh)
+
+
+def test_mm_shape_mismatch(mesh):
+    """Guards shape errors in mm: stock's RuntimeError (from propagation) and message."""
+    a = make(mesh, shape=(8, 6), placements=(Replicate(),))
+    b = make(mesh, shape=(5, 4), placements=(Replicate(),))
+    error = assert_same_error(lambda: torch.mm(a, b))
+    assert isinstance(error, RuntimeError)
+    assert "8, 6" in str(error) and "5, 4" in str(error)
+    assert_next_valid_call_matches_stock(mesh)
+
+
+def test_add_shape_mismatch(mesh):
+    """Guards broadcast errors: non-broadcastable shapes raise stock's error."""
+    a = make(mesh, shape=(8, 8), placements=(Replicate(),))
+    b = make(mesh, shape=(8, 7), placements=(Replicate(),))
+    assert_same_error(lambda: a + b)
+    assert_next_valid_call_matches_stock(mesh)
+
+
+def test_mm_dtype_mismatch_local_compute_error(mesh):
+    """Guards local-compute failures: float @ int64 passes propagation and fails in the
+    kernel; torchshard must hand over so stock raises its own error, type and message."""
+    a = make(mesh, placements=(Replicate(),))
+    b = make(mesh, placements=(Replicate(),), dtype=torch.int64)
+    error = assert_same_error(lambda: torch.mm(a, b))
+    assert isinstance(error, RuntimeError)
+    assert "dtype" in str(error)
+    assert_next_valid_call_matches_stock(mesh)
+
+
+def test_wrong_dtype_kernel_not_implemented(mesh):
+    """Guards local-compute failures of another type: bitwise_and on float raises
+    NotImplementedError (not RuntimeError) in stock, and so must torchshard."""
+    a = make(mesh)
+    error = assert_same_error(lambda: torch.bitwise_and(a, a))
+    assert isinstance(error, NotImplementedError)
+    assert_next_valid_call_matches_stock(mesh)
+
+
+def test_local_compute_error_then_same_specs_valid_call(mesh):
+    """Guards cache consistency after a failed local compute: the same op and specs
+    with valid values afterwards returns stock's result."""
+    a = make(mesh, placements=(Replicate(),))
+    bad = make(mesh, placements=(Replicate(),), dtype=torch.int64)
+    good = make(mesh, shape=(8, 4), placements=(Replicate(),), seed=5)
+    assert_same_error(lambda: torch.mm(a, bad))
+    with torchshard.disabled():
+        expected = torch.mm(a, good)
+    assert_same_dtensor(expected, torch.mm(a, good))
+    assert_same_dtensor(expected, torch.mm(a, good))
+    assert_same_error(lambda: torch.mm(a, bad))
+
+
+def test_invalid_static_argument(mesh):
+    """Guards errors from bad non-tensor arguments: sum over an out-of-range dim."""
+    a = make(mesh)
+    error = assert_same_error(lambda: a.sum(dim=5))
+    assert isinstance(error, RuntimeError)
+    assert "Dimension out of range" in str(error)
+    assert_next_valid_call_matches_stock(mesh)
+
+
+def test_unknown_kwarg_type_error(mesh):
+    """Guards argument parsing: an invalid kwarg type raises stock's TypeError."""
+    a = make(mesh)
+    assert_same_error(lambda: torch.add(a, a, alpha="two"))
+    assert_next_valid_call_matches_stock(mesh)
+
+
+def test_decline_reasons_are_counted_for_errors(mesh, mesh_pair):
+    """Guards the stats of failed calls: each failing call is declined (not counted as a
+    native call), under one of the documented reason names."""
+    a = make(mesh)
+    b = make(mesh_pair)
+    plain = torch.randn(8, 8)
+    for call in (lambda: a + b, lambda: a + plain):
+        capture(call)
+    stats = torchshard.stats()
+    assert stats["native_calls"] == 0
+    assert stats["declined"] == 2
+    names = set(torchshard._C.decline_reason_names())
+    assert set(stats["declines"]) <= names
+    assert sum(stats["declines"].values()) == 2

@@ -1,0 +1,325 @@
+"""torchshard's per-thread caches under concurrent dispatch.
+
+Stock results are computed first with ``torchshard.disabled()``; worker threads then
+dispatch the same ops with torchshard enabled and must produce identical DTensors.
+"""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+import torch
+from torch.distributed.tensor import DTensor, Replicate, Shard, distribute_tensor
+
+import torchshard
+from dtensor_compare import assert_same_result
+
+NUM_THREADS = 4
+BARRIER_TIMEOUT_S = 60
+JOIN_TIMEOUT_S = 120
+
+
+@pytest.fixture
+def mesh(mesh_1d):
+    """The shared 1-D mesh of 4 ranks (tests/conftest.py)."""
+    return mesh_1d
+
+
+@pytest.fixture(autouse=True)
+def _fresh_torchshard():
+    assert torchshard.is_enabled()
+    torchshard.clear_cache()
+    torchshard.reset_stats()
+    yield
+    assert torchshard.is_enabled()
+
+
+def assert_same_dtensor(stock: DTensor, ours: DTensor) -> None:
+    assert type(stock) is DTensor, type(stock)
+    assert_same_result(stock, ours)
+
+
+def make_inputs(mesh, seed: int):
+    gen = torch.Generator().manual_seed(seed)
+    x = distribute_tensor(torch.randn(8, 8, generator=gen), mesh, [Shard(0)])
+    y = distribute_tensor(torch.randn(8, 8, generator=gen), mesh, [Shard(0)])
+    w = distribute_tensor(torch.randn(8, 4, generator=gen), mesh, [Replicate()])
+    return x, y, w
+
+
+def workload(x, y, w):
+    """A few natively served ops; returns every intermediate DTensor."""
+    s = x + y
+    m = s * 0.5
+    r = torch.relu(m)
+    p = torch.mm(r, w)
+    total = p.sum(dim=1)
+    return [s, m, r, p, total]
+
+
+class Workers:
+    """Runs ``target(index)`` in threads, collecting exceptions instead of losing them."""
+
+    def __init__(self, count: int, target, daemon: bool = True):
+        self.errors: list[BaseException] = []
+        self._lock = threading.Lock()
+
+        def run(index):
+            try:
+                target(index)
+            except BaseException as error:  # noqa: BLE001 - reported by check()
+                with self._lock:
+                    self.errors.append(error)
+
+        self.threads = [
+            threading.Thread(target=run, args=(i,), name=f"ts-worker-{i}", daemon=daemon)
+            for i in range(count)
+        ]
+
+    def start(self):
+        for thread in self.threads:
+            thread.start()
+
+    def join(self):
+        for thread in self.threads:
+            thread.join(JOIN_TIMEOUT_S)
+        alive = [t.name for t in self.threads if t.is_alive()]
+        assert not alive, f"worker threads hung: {alive}"
+
+    def check(self):
+        if self.errors:
+            raise self.errors[0]
+
+
+def test_concurrent_threads_have_own_caches_and_match_stock(mesh):
+    """Guards per-thread caches: 4 threads dispatch at once, each gets its own cache
+    (visible in stats()["threads"] while alive), results equal stock, and totals keep
+    the counts of the threads after they end."""
+    inputs = [make_inputs(mesh, seed) for seed in range(NUM_THREADS)]
+    with torchshard.disabled():
+        expected = [workload(*args) for args in inputs]
+    torchshard.reset_stats()
+
+    start = threading.Barrier(NUM_THREADS, timeout=BARRIER_TIMEOUT_S)
+    done = threading.Barrier(NUM_THREADS + 1, timeout=BARRIER_TIMEOUT_S)
+    release = threading.Event()
+    results: dict[int, list] = {}
+    idents: dict[int, int] = {}
+    rounds = 3
+
+    def work(index):
+        idents[index] = threading.get_ident()
+        start.wait()
+        out = None
+        for _ in range(rounds):
+            out = workload(*inputs[index])
+        results[index] = out
+        done.wait()  # stay alive while the main thread reads stats()
+        assert release.wait(BARRIER_TIMEOUT_S)
+
+    workers = Workers(NUM_THREADS, work)
+    workers.start()
+    try:
+        done.wait()
+        live = torchshard.stats()
+    finally:
+        release.set()
+        if workers.errors:
+            start.abort()
+            done.abort()
+        workers.join()
+    workers.check()
+
+    per_thread = live["threads"]
+    for index in range(NUM_THREADS):
+        ident = idents[index]
+        assert ident in per_thread, f"worker {index} has no cache in stats()['threads']"
+        counters = per_thread[ident]
+        assert counters["entries"] > 0
+        assert counters["entries"] <= len(workload(*inputs[index]))
+        assert counters["misses"] >= 1
+        assert counters["hits"] >= 1, "worker never hit its own cache"
+    assert len({ident for ident in idents.values()} & set(per_thread)) == NUM_THREADS
+
+    worker_calls = sum(per_thread[idents[i]]["native_calls"] for i in range(NUM_THREADS))
+    assert worker_calls > 0
+    assert live["native_calls"] >= worker_calls
+
+    for index in range(NUM_THREADS):
+        for stock_result, ours in zip(expected[index], results[index]):
+            assert_same_dtensor(stock_result, ours)
+
+    # Threads have ended: their caches are gone from "threads", but totals keep their counts.
+    after = torchshard.stats()
+    for ident in idents.values():
+        if ident != threading.get_ident():
+            assert ident not in after["threads"], "ended thread still listed"
+    for counter in ("hits", "misses", "native_calls"):
+        assert after[counter] >= live[counter], counter
+    assert after["native_calls"] >= worker_calls
+
+
+def test_totals_include_ended_threads(mesh):
+    """Guards stats() totals: counts made by a thread that has ended are not lost."""
+    x, y, _ = make_inputs(mesh, 0)
+    torchshard.reset_stats()
+    calls = 5
+
+    def work(_index):
+        for _ in range(calls):
+            x + y
+
+    workers = Workers(1, work)
+    workers.start()
+    workers.join()
+    workers.check()
+    stats = torchshard.stats()
+    assert stats["native_calls"] == calls
+    assert stats["hits"] == calls - 1
+    assert stats["misses"] == 1
+
+
+def test_reset_stats_zeroes_ended_thread_counts(mesh):
+    """Guards reset_stats(): it also zeroes what ended threads contributed."""
+    x, y, _ = make_inputs(mesh, 1)
+
+    workers = Workers(2, lambda _i: [x + y for _ in range(3)])
+    workers.start()
+    workers.join()
+    workers.check()
+    assert torchshard.stats()["native_calls"] == 6
+    torchshard.reset_stats()
+    stats = torchshard.stats()
+    assert (stats["hits"], stats["misses"], stats["native_calls"], stats["declined"]) == (0, 0, 0, 0)
+
+
+def test_clear_cache_from_another_thread_while_workers_dispatch(mesh):
+    """Guards clear_cache() thread safety: clearing every thread's cache while workers
+    are mid-dispatch must not crash, hang, or change any result."""
+    inputs = [make_inputs(mesh, 10 + seed) for seed in range(NUM_THREADS)]
+    with torchshard.disabled():
+        expected = [workload(*args) for args in inputs]
+
+    start = threading.Barrier(NUM_THREADS + 1, timeout=BARRIER_TIMEOUT_S)
+    stop = threading.Event()
+    mismatches: list[str] = []
+    iterations = [0] * NUM_THREADS
+    min_iterations = 20
+
+    def work(index):
+        start.wait()
+        while not stop.is_set() or iterations[index] < min_iterations:
+            out = workload(*inputs[index])
+            for k, (stock_result, ours) in enumerate(zip(expected[index], out)):
+                try:
+                    assert_same_dtensor(stock_result, ours)
+                except AssertionError as error:
+                    mismatches.append(f"worker {index} iter {iterations[index]} op {k}: {error}")
+                    return
+            iterations[index] += 1
+
+    clears = 0
+
+    def clearer():
+        nonlocal clears
+        start.wait()
+        while not stop.is_set():
+            torchshard.clear_cache()
+            clears += 1
+
+    workers = Workers(NUM_THREADS, work)
+    clear_thread = threading.Thread(target=clearer, daemon=True)
+    workers.start()
+    clear_thread.start()
+    try:
+        # Let them race until every worker has done enough iterations.
+        deadline = threading.Event()
+        for _ in range(600):
+            if min(iterations) >= min_iterations or workers.errors or mismatches:
+                break
+            deadline.wait(0.05)
+    finally:
+        stop.set()
+        workers.join()
+        clear_thread.join(JOIN_TIMEOUT_S)
+    assert not clear_thread.is_alive()
+    workers.check()
+    assert not mismatches, mismatches[:3]
+    assert min(iterations) >= min_iterations
+    assert clears > 0
+
+    # The caches still work afterwards: a fresh call misses, the repeat hits.
+    torchshard.clear_cache()
+    torchshard.reset_stats()
+    x, y, _ = inputs[0]
+    ours1 = x + y
+    ours2 = x + y
+    stats = torchshard.stats()
+    assert stats["misses"] == 1 and stats["hits"] == 1
+    assert_same_dtensor(expected[0][0], ours1)
+    assert_same_dtensor(expected[0][0], ours2)
+
+
+def test_threads_do_not_share_entries(mesh):
+    """Guards cache isolation: a thread's first call misses even if another thread cached it."""
+    x, y, _ = make_inputs(mesh, 2)
+    x + y  # cached in the main thread
+    torchshard.reset_stats()
+    seen: dict[str, dict] = {}
+
+    def work(_index):
+        x + y
+        seen["stats"] = dict(torchshard.stats()["threads"][threading.get_ident()])
+
+    workers = Workers(1, work)
+    workers.start()
+    workers.join()
+    workers.check()
+    assert seen["stats"]["misses"] == 1
+    assert seen["stats"]["hits"] == 0
+    assert seen["stats"]["entries"] == 1
+
+
+def test_control_calls_from_another_thread_while_workers_dispatch(mesh):
+    """Guards the control API's thread safety: set_cache_capacity() (down to 0 and
+    back, flushing warm caches), reset_stats() and disable()/enable() called from the
+    main thread while workers dispatch must not crash, hang or change results."""
+    xs = [distribute_tensor(torch.randn(4 + i, 8), mesh, [Shard(0)]) for i in range(6)]
+    with torchshard.disabled():
+        expected = [(x + x).sum(dim=1) for x in xs]
+    capacity = torchshard.cache_capacity()
+    stop = threading.Event()
+    rounds = [0] * 3
+
+    def work(index):
+        while not stop.is_set() or rounds[index] < 3:
+            for x, exp in zip(xs, expected):
+                assert_same_dtensor(exp, (x + x).sum(dim=1))
+            rounds[index] += 1
+
+    workers = Workers(3, work)
+    workers.start()
+    toggles = 0
+    try:
+        waiter = threading.Event()
+        for step in range(300):
+            torchshard.set_cache_capacity(step % 4)
+            torchshard.reset_stats()
+            if step % 10 == 0:
+                torchshard.disable()
+                torchshard.enable()
+                toggles += 1
+            if workers.errors:
+                break
+            waiter.wait(0.002)
+    finally:
+        torchshard.set_cache_capacity(capacity)
+        if not torchshard.is_enabled():
+            torchshard.enable()
+        stop.set()
+        workers.join()
+    workers.check()
+    assert min(rounds) >= 3
+    assert toggles > 0
+    assert torchshard.cache_capacity() == capacity

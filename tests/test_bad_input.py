@@ -252,3 +252,38 @@ def test_decline_reasons_are_counted_for_errors(mesh, mesh_pair):
     names = set(torchshard._C.decline_reason_names())
     assert set(stats["declines"]) <= names
     assert sum(stats["declines"].values()) == 2
+
+
+def test_failed_propagation_runs_and_logs_once_like_stock(mesh_1d):
+    """Regression: a propagation error used to be computed (and logged) twice.
+
+    torchshard's miss path ran stock's propagation, declined on the error, and stock ran
+    it again. It now raises stock's own exception directly, so the failure is logged as
+    often as without torchshard.
+    """
+    a = distribute_tensor(torch.randn(8, 6), mesh_1d, [Replicate()])
+    b = distribute_tensor(torch.randn(5, 4), mesh_1d, [Replicate()])
+    # torch's loggers do not propagate to the root logger (caplog); listen directly.
+    logger = logging.getLogger("torch._subclasses.fake_tensor")
+    records: list[logging.LogRecord] = []
+    handler = logging.Handler(logging.ERROR)
+    handler.emit = records.append  # type: ignore[method-assign]
+
+    def failures_logged(run) -> tuple[type, int]:
+        records.clear()
+        with pytest.raises(Exception) as raised:
+            run()
+        return raised.type, len(records)
+
+    previous_level = logger.level
+    logger.setLevel(logging.ERROR)  # the autouse fixture mutes it for the other tests
+    logger.addHandler(handler)
+    try:
+        with torchshard.disabled():
+            stock = failures_logged(lambda: torch.mm(a, b))
+        ours = failures_logged(lambda: torch.mm(a, b))
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(previous_level)
+    assert ours == stock
+    assert stock[1] >= 1, "the scenario no longer logs; pick another failing op"

@@ -78,6 +78,7 @@ PyObject* dispatch(const OpDescriptor& op, PyObject* func, PyObject* args, PyObj
     const OpKey miss_key = key;
     MissOutcome outcome = propagate_on_miss(op, miss_key, func, args, kwargs);
     if (outcome.python_error_pending) {
+      counters.count_decline(DeclineReason::kPropagationFailed);
       return nullptr;
     }
     if (!outcome.entry) {

@@ -84,7 +84,6 @@ MissOutcome propagate_on_miss(const OpDescriptor& op, const OpKey& key, PyObject
     if (Py_TYPE(sharding.ptr()) != refs.output_sharding_type) {
       // Inference mode decomposed a CompositeImplicitAutograd op: stock
       // returns that result directly; let it do so.
-      outcome.uncached_reason = DeclineReason::kDecomposed;
       return outcome;
     }
     if (sharding.attr(refs.str_needs_redistribute).cast<bool>()) {
@@ -107,10 +106,8 @@ MissOutcome propagate_on_miss(const OpDescriptor& op, const OpKey& key, PyObject
     outcome.entry = decided(std::move(entry));
     return outcome;
   } catch (py::error_already_set& error) {
-    if (!error.matches(PyExc_Exception)) {
-      error.restore();
-      outcome.python_error_pending = true;
-    }
+    error.restore();
+    outcome.python_error_pending = true;
     return outcome;
   }
 }

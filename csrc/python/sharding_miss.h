@@ -16,11 +16,14 @@ namespace torchshard {
 struct MissOutcome {
   // The entry to cache and act on; null when the outcome must not be cached.
   CacheEntryPtr entry;
-  // When `entry` is null: why the call goes to stock uncached. Propagation
-  // errors are not cached: stock runs the call and raises its own error.
-  DeclineReason uncached_reason = DeclineReason::kPropagationFailed;
-  // A BaseException that is not an Exception (KeyboardInterrupt, SystemExit)
-  // is left set and must propagate.
+  // When `entry` is null and no error is pending: why the call goes to stock
+  // uncached.
+  DeclineReason uncached_reason = DeclineReason::kDecomposed;
+  // Stock's propagation raised: the error is left set and must propagate.
+  // It is the exception stock raises for this call, from the same code, so
+  // raising it here (instead of declining and letting stock propagate again)
+  // gives the same type and message while running propagation, and logging
+  // its failure, once.
   bool python_error_pending = false;
 };
 

@@ -6,6 +6,9 @@ Kept deliberately small so every test file can use it:
   no-ops on it, so only *local* tensors hold meaningful values.
 * ``mesh_1d`` -- a 1-D ``DeviceMesh`` of 4 CPU ranks.
 * ``mesh_2d`` -- a 2-D ``DeviceMesh`` of shape (2, 2).
+* ``mesh``    -- the 1-D mesh, for tests that only need one.
+* ``fresh_torchshard`` -- enabled, empty caches, zero counters; asserts the test left
+  torchshard enabled. Opt in with ``pytestmark = pytest.mark.usefixtures(...)``.
 
 Importing this module imports ``torchshard``, which enables the native path.
 """
@@ -19,7 +22,7 @@ import torch.distributed as dist
 from torch.distributed.device_mesh import DeviceMesh, init_device_mesh
 from torch.testing._internal.distributed.fake_pg import FakeStore
 
-import torchshard  # noqa: F401  (registers the native DTensor rules)
+import torchshard  # registers the native DTensor rules
 
 WORLD_SIZE = 4
 
@@ -46,3 +49,19 @@ def mesh_1d(fake_pg: None) -> DeviceMesh:
 def mesh_2d(fake_pg: None) -> DeviceMesh:
     """A 2-D (2, 2) CPU mesh on the fake process group."""
     return init_device_mesh("cpu", (2, 2))
+
+
+@pytest.fixture
+def mesh(mesh_1d: DeviceMesh) -> DeviceMesh:
+    """The shared 1-D mesh of 4 ranks."""
+    return mesh_1d
+
+
+@pytest.fixture
+def fresh_torchshard() -> Iterator[None]:
+    """Each test starts enabled, with empty caches and zero counters."""
+    assert torchshard.is_enabled()
+    torchshard.clear_cache()
+    torchshard.reset_stats()
+    yield
+    assert torchshard.is_enabled(), "a test left torchshard disabled"

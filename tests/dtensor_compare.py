@@ -145,3 +145,11 @@ def assert_same_result(
         our_alias = aliasing_pattern(ours, inputs[1])
         if stock_alias != our_alias:
             _fail(path, "aliasing (input positions per output)", stock_alias, our_alias)
+
+
+def assert_same_dtensor(stock: object, ours: object) -> None:
+    """assert_same_result for a call whose stock result is a single DTensor."""
+    from torch.distributed.tensor import DTensor
+
+    assert type(stock) is DTensor, type(stock)
+    assert_same_result(stock, ours)

@@ -11,15 +11,9 @@ from torch._library.simple_registry import find_torch_dispatch_rule
 from torch.distributed.tensor import DTensor, Replicate, Shard, distribute_tensor
 
 import torchshard
-from dtensor_compare import assert_same_result
+from dtensor_compare import assert_same_dtensor
 
 aten = torch.ops.aten
-
-
-@pytest.fixture
-def mesh(mesh_1d):
-    """The shared 1-D mesh of 4 ranks (tests/conftest.py)."""
-    return mesh_1d
 
 
 @pytest.fixture(autouse=True)
@@ -37,11 +31,6 @@ def _restore_torchshard():
     torchshard.set_cache_capacity(capacity)
     assert not leaked_disabled, "test left torchshard disabled"
     assert not leaked_capacity, "test left the cache capacity changed"
-
-
-def assert_same_dtensor(stock: DTensor, ours: DTensor) -> None:
-    assert type(stock) is DTensor, type(stock)
-    assert_same_result(stock, ours)
 
 
 def make(mesh, shape=(8, 8), placements=(Shard(0),), seed=0):

@@ -14,15 +14,9 @@ from torch.distributed.device_mesh import DeviceMesh
 from torch.distributed.tensor import DTensor, Replicate, Shard, distribute_tensor
 
 import torchshard
-from dtensor_compare import assert_same_result
+from dtensor_compare import assert_same_dtensor
 
 aten = torch.ops.aten
-
-
-@pytest.fixture
-def mesh(mesh_1d):
-    """The shared 1-D mesh of 4 ranks (tests/conftest.py)."""
-    return mesh_1d
 
 
 @pytest.fixture(scope="module")
@@ -32,20 +26,10 @@ def mesh_pair(mesh_1d):
 
 
 @pytest.fixture(autouse=True)
-def _fresh_torchshard(caplog):
-    assert torchshard.is_enabled()
-    torchshard.clear_cache()
-    torchshard.reset_stats()
+def _quiet_fake_tensor_errors(fresh_torchshard, caplog):
     # Sharding propagation failures make FakeTensor log a traceback at ERROR level;
     # keep it out of the test output (it is not what these tests check).
     caplog.set_level(logging.CRITICAL, logger="torch._subclasses.fake_tensor")
-    yield
-    assert torchshard.is_enabled()
-
-
-def assert_same_dtensor(stock: DTensor, ours: DTensor) -> None:
-    assert type(stock) is DTensor, type(stock)
-    assert_same_result(stock, ours)
 
 
 def capture(call):

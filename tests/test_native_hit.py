@@ -10,30 +10,12 @@ import torch
 from torch.distributed.tensor import DTensor, Replicate, Shard, distribute_tensor
 
 import torchshard
-from dtensor_compare import assert_same_result
+from dtensor_compare import assert_same_dtensor
 
 aten = torch.ops.aten
 
 
-@pytest.fixture
-def mesh(mesh_1d):
-    """The shared 1-D mesh of 4 ranks (tests/conftest.py)."""
-    return mesh_1d
-
-
-@pytest.fixture(autouse=True)
-def _fresh_torchshard():
-    """Each test starts enabled, with empty caches and zero counters."""
-    assert torchshard.is_enabled()
-    torchshard.clear_cache()
-    torchshard.reset_stats()
-    yield
-    assert torchshard.is_enabled(), "a test left torchshard disabled"
-
-
-def assert_same_dtensor(stock: DTensor, ours: DTensor) -> None:
-    assert type(stock) is DTensor, type(stock)
-    assert_same_result(stock, ours)
+pytestmark = pytest.mark.usefixtures("fresh_torchshard")
 
 
 def stock(fn, *args):

@@ -10,34 +10,17 @@ import threading
 
 import pytest
 import torch
-from torch.distributed.tensor import DTensor, Replicate, Shard, distribute_tensor
+from torch.distributed.tensor import Replicate, Shard, distribute_tensor
 
 import torchshard
-from dtensor_compare import assert_same_result
+from dtensor_compare import assert_same_dtensor
 
 NUM_THREADS = 4
 BARRIER_TIMEOUT_S = 60
 JOIN_TIMEOUT_S = 120
 
 
-@pytest.fixture
-def mesh(mesh_1d):
-    """The shared 1-D mesh of 4 ranks (tests/conftest.py)."""
-    return mesh_1d
-
-
-@pytest.fixture(autouse=True)
-def _fresh_torchshard():
-    assert torchshard.is_enabled()
-    torchshard.clear_cache()
-    torchshard.reset_stats()
-    yield
-    assert torchshard.is_enabled()
-
-
-def assert_same_dtensor(stock: DTensor, ours: DTensor) -> None:
-    assert type(stock) is DTensor, type(stock)
-    assert_same_result(stock, ours)
+pytestmark = pytest.mark.usefixtures("fresh_torchshard")
 
 
 def make_inputs(mesh, seed: int):

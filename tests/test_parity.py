@@ -7,10 +7,10 @@ through the first differentiable output. Guarded, field by field (see
 output/input aliasing, and -- when stock raises -- the exception type and stage.
 
 Placements: every input takes every placement stock accepts per mesh dimension
-(Replicate, Partial for float inputs, Shard(d) for each dim), on a 1-D mesh of 4 and a
-2-D (2, 2) mesh. Where the cartesian product over inputs is large, a fixed,
-seed-determined subset is used (always including all-Replicate and "all inputs
-sharded alike"). These tests run on a fake process group: collectives are no-ops, so
+(Replicate, Partial for float inputs, Shard(d) for each dim), on a 1-D mesh of 4 (the
+full product over inputs) and a 2-D (2, 2) mesh (every placement tuple for every input,
+every all-alike case and a seeded sample; the full product with
+TORCHSHARD_PARITY_FULL=1). These tests run on a fake process group: collectives are no-ops, so
 only local tensors are compared (they hold real values).
 
 For ops expected to be served natively, ``native_calls`` must also grow during the
@@ -20,6 +20,7 @@ forward: that guards against torchshard silently declining everything.
 from __future__ import annotations
 
 import itertools
+import os
 import random
 import zlib
 from collections.abc import Callable, Sequence
@@ -205,7 +206,12 @@ OPS: list[Op] = [
 # ------------------------------------------------------------------ placement cases
 
 MESH_SHAPES = {"1d": (4,), "2d": (2, 2)}
-MAX_COMBOS = {"1d": 16, "2d": 8}
+# 1-D: the full product of placements (705 cases). 2-D: the full product is 14,277 cases
+# (~16 min on 2 cores), so by default every input takes every placement tuple at least
+# once (the others Replicate), every "all inputs alike" case runs, and a seeded sample
+# fills up to the cap. TORCHSHARD_PARITY_FULL=1 runs the full 2-D product.
+FULL_PRODUCT = os.environ.get("TORCHSHARD_PARITY_FULL") == "1"
+SAMPLE_CAP_2D = 24
 
 
 def _short(p: Placement) -> str:
@@ -219,21 +225,27 @@ def _short(p: Placement) -> str:
 
 
 def _placement_combos(op: Op, mesh_name: str) -> list[tuple[tuple[Placement, ...], ...]]:
-    """Per input, a tuple of placements (one per mesh dim); deterministic subset if large."""
+    """Per input, a tuple of placements (one per mesh dim); see MESH_SHAPES above."""
     ndim = len(MESH_SHAPES[mesh_name])
     per_input = [
         list(itertools.product(inp.placement_choices(), repeat=ndim)) for inp in op.ins
     ]
     combos = list(itertools.product(*per_input))
-    limit = MAX_COMBOS[mesh_name]
-    if len(combos) <= limit:
+    if mesh_name == "1d" or FULL_PRODUCT:
         return combos
-    # Always keep the all-Replicate case and the "same placement for every input" cases.
-    keep = [c for c in combos if all(pl == c[0] for pl in c)]
+    replicated = (R,) * ndim
+    keep: dict[tuple[tuple[Placement, ...], ...], None] = {}
+    for combo in combos:
+        if all(pl == combo[0] for pl in combo):
+            keep[combo] = None
+    for index, choices in enumerate(per_input):
+        for placement in choices:
+            keep[tuple(placement if i == index else replicated for i in range(len(per_input)))] = None
     rest = [c for c in combos if c not in keep]
     rng = random.Random(zlib.crc32(f"{op.name}-{mesh_name}".encode()))
-    keep += rng.sample(rest, max(0, limit - len(keep)))
-    return keep
+    for combo in rng.sample(rest, max(0, min(len(rest), SAMPLE_CAP_2D - len(keep)))):
+        keep[combo] = None
+    return list(keep)
 
 
 def _case_id(op: Op, mesh_name: str, combo: tuple[tuple[Placement, ...], ...]) -> str:

@@ -316,3 +316,53 @@ def test_info_module_prints_both_torch_versions(tmp_path):
     assert torch_lines == [f"torch: {torch.__version__}"] * 2, proc.stdout
     assert "built_with:" in proc.stdout and "running:" in proc.stdout
     assert any(line.strip() == "enabled: True" for line in lines), proc.stdout
+
+
+def test_fork_after_warm_caches_then_dispatch_in_child(tmp_path):
+    """Guards os.fork() with warm caches in the parent, including a thread that is alive
+    (mid-wait) at fork time: the child inherits its cache, Python discards that thread's
+    state in the child (retiring its cache there), and DTensor ops in the child still
+    give stock's results, natively."""
+    proc = run_script(
+        tmp_path,
+        """
+        import os
+        x = distribute_tensor(torch.randn(8, 8), mesh, [Shard(0)])
+        with torchshard.disabled():
+            expected = torch.relu(x + x).sum(dim=1)
+        same(expected, torch.relu(x + x).sum(dim=1))
+        warm, release = threading.Event(), threading.Event()
+        def work():
+            same(expected, torch.relu(x + x).sum(dim=1))
+            warm.set()
+            release.wait()
+        worker = threading.Thread(target=work)
+        worker.start()
+        warm.wait(60)
+        assert len(torchshard.stats()["threads"]) == 2
+        pid = os.fork()
+        if pid == 0:
+            status = 1
+            try:
+                assert len(torchshard.stats()["threads"]) == 1  # the worker's state is gone here
+                torchshard.reset_stats()
+                for _ in range(3):
+                    same(expected, torch.relu(x + x).sum(dim=1))
+                with torchshard.disabled():
+                    same(expected, torch.relu(x + x).sum(dim=1))
+                same(expected, torch.relu(x + x).sum(dim=1))
+                assert torchshard.stats()["native_calls"] >= 9
+                status = 0
+            finally:
+                sys.stdout.flush()
+                os._exit(status)
+        _, child_status = os.waitpid(pid, 0)
+        release.set()
+        worker.join()
+        assert os.waitstatus_to_exitcode(child_status) == 0, child_status
+        same(expected, torch.relu(x + x).sum(dim=1))
+        print("ok", flush=True)
+        """,
+    )
+    assert_clean_exit(proc)
+    assert proc.stdout.strip() == "ok"

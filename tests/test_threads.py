@@ -306,3 +306,41 @@ def test_control_calls_from_another_thread_while_workers_dispatch(mesh):
     assert min(rounds) >= 3
     assert toggles > 0
     assert torchshard.cache_capacity() == capacity
+
+
+def test_clear_cache_while_a_probe_compares_specs_is_deferred(mesh_1d, monkeypatch):
+    """Regression: comparing two distinct-but-equal specs runs DeviceMesh.__eq__ (Python)
+    in the middle of a cache probe, where another thread can take the GIL and call
+    clear_cache(). That clear must not pull the map out from under the probe; it is
+    applied by the owner right after. Here __eq__ itself calls clear_cache(), which
+    makes the interleaving deterministic."""
+    from torch.distributed.device_mesh import DeviceMesh
+
+    twin_mesh = DeviceMesh("cpu", list(range(4)))
+    assert twin_mesh is not mesh_1d and twin_mesh == mesh_1d and hash(twin_mesh) == hash(mesh_1d)
+    data = torch.randn(8, 8)
+    x = distribute_tensor(data, mesh_1d, [Shard(0)])
+    y = distribute_tensor(data, twin_mesh, [Shard(0)])
+    with torchshard.disabled():
+        expected = y + y
+    x + x  # caches the entry keyed by x's spec
+    assert torchshard.stats()["entries"] == 1
+
+    original_eq = DeviceMesh.__eq__
+    clears = []
+
+    def eq_that_clears(self, other):
+        clears.append(torchshard.stats()["entries"])
+        torchshard.clear_cache()
+        return original_eq(self, other)
+
+    monkeypatch.setattr(DeviceMesh, "__eq__", eq_that_clears)
+    torchshard.reset_stats()
+    ours = y + y  # same words and hash, different spec object: structural compare
+    monkeypatch.undo()
+
+    assert clears, "the probe never compared specs structurally; the scenario is moot"
+    stats = torchshard.stats()
+    assert stats["hits"] == 1 and stats["native_calls"] == 1
+    assert stats["entries"] == 0, "the deferred clear was not applied"
+    assert_same_dtensor(expected, ours)

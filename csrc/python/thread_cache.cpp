@@ -102,7 +102,7 @@ void ThreadCacheRegistry::release_all_entries() {
     std::lock_guard<std::mutex> lock(mutex_);
     doomed.reserve(live_.size());
     for (ThreadCache* cache : live_) {
-      doomed.push_back(cache->cache_.take_all());
+      doomed.push_back(cache->take_entries_or_defer());
     }
   }
   // Destroyed here, outside the mutex, with the GIL held.
@@ -145,20 +145,43 @@ void ThreadCache::count_decline_without_cache() {
   ThreadCacheRegistry::instance().declines_without_cache.fetch_add(1, std::memory_order_relaxed);
 }
 
-CacheEntryPtr ThreadCache::find(const OpKey& key) {
-  if (const CacheEntryPtr* entry = cache_.find(key)) {
-    ++counters_.hits;
-    return *entry;
+template <class Operation>
+auto ThreadCache::with_map(Operation operation) {
+  inside_map_ = true;
+  auto result = operation(cache_);
+  inside_map_ = false;
+  if (clear_requested_) {
+    clear_requested_ = false;
+    auto doomed = cache_.take_all();  // released here, on the owner, with the GIL
   }
-  ++counters_.misses;
-  return nullptr;
+  return result;
+}
+
+BoundedCache<CacheEntryPtr>::Map ThreadCache::take_entries_or_defer() {
+  if (inside_map_) {
+    clear_requested_ = true;
+    return {};
+  }
+  return cache_.take_all();
+}
+
+CacheEntryPtr ThreadCache::find(const OpKey& key) {
+  // Copied out before a deferred clear can run: the entry outlives it.
+  CacheEntryPtr entry = with_map([&](BoundedCache<CacheEntryPtr>& cache) {
+    const CacheEntryPtr* found = cache.find(key);
+    return found ? *found : nullptr;
+  });
+  ++(entry ? counters_.hits : counters_.misses);
+  return entry;
 }
 
 void ThreadCache::insert(const OpKey& key, CacheEntryPtr entry) {
   if (ThreadCacheRegistry::instance().shut_down.load(std::memory_order_acquire)) {
     return;
   }
-  counters_.evictions += cache_.insert(key, std::move(entry), cache_capacity());
+  counters_.evictions += with_map([&](BoundedCache<CacheEntryPtr>& cache) {
+    return cache.insert(key, std::move(entry), cache_capacity());
+  });
 }
 
 CacheStatsSnapshot snapshot_cache_stats() {

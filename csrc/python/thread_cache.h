@@ -16,6 +16,12 @@
 // only held for short sections that never call Python and never wait for the
 // GIL; entries (which hold Python references) are destroyed after the mutex
 // is released, so a destructor that runs Python cannot deadlock against it.
+//
+// A probe or insert may compare specs structurally, which can run Python
+// (DeviceMesh.__eq__) and so let another thread take the GIL. A clear from
+// another thread must not pull the map out from under that probe: while the
+// owner is inside the map, such a clear is only recorded, and the owner
+// applies it as soon as it leaves the map.
 #pragma once
 
 #include "csrc/core/bounded_cache.h"
@@ -50,7 +56,15 @@ class ThreadCache {
   friend class ThreadCacheRegistry;
   explicit ThreadCache(unsigned long thread_ident) : thread_ident_(thread_ident) {}
 
+  // Runs `operation` on the map with cross-thread clears deferred (see above).
+  template <class Operation>
+  auto with_map(Operation operation);
+  // Moves the entries out now, or, if the owner is inside the map, asks it to.
+  BoundedCache<CacheEntryPtr>::Map take_entries_or_defer();
+
   BoundedCache<CacheEntryPtr> cache_;
+  bool inside_map_ = false;
+  bool clear_requested_ = false;
   DispatchCounters counters_;
   OpKey probe_key_;
   unsigned long thread_ident_;

@@ -16,7 +16,6 @@ def make_rule(
     op: OpOverload,
     static_argnum: int,
     static_kwargkey: list[str],
-    needs_pytree: bool,
     is_random: bool,
     has_custom_handler: bool,
 ) -> NativeRule: ...

@@ -61,7 +61,6 @@ def _rule_for(op: OpOverload):
             op,
             static_argnum=info.static_argnum if info is not None else 100,
             static_kwargkey=list(info.static_kwargkey or ()) if info is not None else [],
-            needs_pytree=bool(info.needs_pytree) if info is not None else False,
             is_random=op in dispatcher._random_ops,
             has_custom_handler=op in dispatcher._custom_op_handlers,
         )

@@ -74,7 +74,6 @@ class OpKey {
 
   uint64_t hash() const { return hash_; }
   std::span<const SpecHandle> specs() const { return {specs_.data(), specs_.size()}; }
-  size_t word_count() const { return words_.size(); }
 
   bool operator==(const OpKey& other) const;
 

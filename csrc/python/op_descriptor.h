@@ -23,11 +23,12 @@
 
 namespace torchshard {
 
-// DTensor's RuntimeSchemaInfo (torch/distributed/tensor/_op_schema.py).
+// The parts of DTensor's RuntimeSchemaInfo (torch/distributed/tensor/
+// _op_schema.py) that decide keying. needs_pytree is not needed: the key
+// encodes lists item by item whatever that flag says.
 struct RuntimeSchemaInfo {
   int64_t static_argnum = 100;  // non-tensor positional args from here on are keyed
   std::vector<std::string> static_kwargkey;
-  bool needs_pytree = false;
 };
 
 enum class ReturnKind : uint8_t { kTensor, kTensorList };

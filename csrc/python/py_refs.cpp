@@ -86,8 +86,7 @@ bool init_py_refs() {
   Py_DECREF(tensor_type);
   loaded.op_dispatcher =
       PyObject_GetAttrString(reinterpret_cast<PyObject*>(loaded.dtensor_type), "_op_dispatcher");
-  loaded.requires_grad_kwnames = Py_BuildValue("(s)", "requires_grad");
-  if (!loaded.dtensor_new || !loaded.op_dispatcher || !loaded.requires_grad_kwnames) {
+  if (!loaded.dtensor_new || !loaded.op_dispatcher) {
     return false;
   }
   const bool interned = intern(&loaded.str_hash, "_hash") && intern(&loaded.str_mesh, "mesh") &&

@@ -25,7 +25,6 @@ struct PyRefs {
   Py_ssize_t spec_offset = 0;
   // torch.Tensor._dtensor__new__(cls, local_tensor, spec, requires_grad=...)
   PyObject* dtensor_new = nullptr;
-  PyObject* requires_grad_kwnames = nullptr;  // ("requires_grad",)
   PyObject* op_dispatcher = nullptr;          // DTensor._op_dispatcher
 
   // Interned attribute names.

@@ -132,14 +132,25 @@ def test_disable_removes_rules_and_results_still_equal(mesh):
     assert_same_dtensor(stock, a + b)
 
 
-def test_reenable_after_disable_serves_natively(mesh):
-    """Guards disable() clearing caches and enable() serving natively again."""
-    a = make(mesh)
-    a + a
-    assert torchshard.stats()["entries"] == 1
+def _disable_then_enable() -> None:
     torchshard.disable()
     assert torchshard.stats()["entries"] == 0
     torchshard.enable()
+
+
+@pytest.mark.parametrize(
+    "drop_entries",
+    [torchshard.clear_cache, _disable_then_enable],
+    ids=["clear_cache", "disable_enable"],
+)
+def test_dropped_entries_miss_once_then_serve_natively(mesh, drop_entries):
+    """Guards clear_cache() and disable() dropping every entry: the next call misses,
+    the one after hits, and both are served natively."""
+    a = make(mesh)
+    a + a
+    assert torchshard.stats()["entries"] == 1
+    drop_entries()
+    assert torchshard.stats()["entries"] == 0
     torchshard.reset_stats()
     a + a
     a + a
@@ -318,19 +329,6 @@ def test_reset_stats_zeroes_counters_but_keeps_entries(mesh):
     assert_same_dtensor(expected, ours)
 
 
-def test_clear_cache_drops_entries(mesh):
-    """Guards clear_cache(): entries go to zero and the next call misses again."""
-    a = make(mesh)
-    a + a
-    assert torchshard.stats()["entries"] == 1
-    torchshard.clear_cache()
-    assert torchshard.stats()["entries"] == 0
-    torchshard.reset_stats()
-    a + a
-    stats = torchshard.stats()
-    assert stats["misses"] == 1 and stats["hits"] == 0
-
-
 def test_decline_reason_names_are_unique_strings():
     """Guards decline_reason_names(): the documented names, each once."""
     names = torchshard._C.decline_reason_names()
@@ -340,6 +338,16 @@ def test_decline_reason_names_are_unique_strings():
 
 
 # --- ops registered after import -------------------------------------------------------
+
+
+def _unregister_strategy(op) -> None:
+    """Undo a test's register_op_strategy(op), and re-enable so its rule goes too."""
+    propagator = DTensor._op_dispatcher.sharding_propagator
+    propagator.op_strategy_funcs.pop(op, None)
+    propagator.op_to_schema_info.pop(op, None)
+    propagator.propagate_op_sharding.cache_clear()
+    torchshard.disable()
+    torchshard.enable()
 
 
 def test_op_registered_later_gets_a_rule(mesh):
@@ -376,11 +384,7 @@ def test_op_registered_later_gets_a_rule(mesh):
         torchshard.enable()
         assert op in torchshard.enabled_ops()
     finally:
-        propagator.op_strategy_funcs.pop(op, None)
-        propagator.op_to_schema_info.pop(op, None)
-        propagator.propagate_op_sharding.cache_clear()
-        torchshard.disable()
-        torchshard.enable()
+        _unregister_strategy(op)
     assert op not in torchshard.enabled_ops()
     assert rule_for(op) is None
 
@@ -402,9 +406,5 @@ def test_op_registered_while_disabled_gets_rule_on_enable(mesh):
         assert op in torchshard.enabled_ops()
         assert rule_for(op) is not None
     finally:
-        propagator.op_strategy_funcs.pop(op, None)
-        propagator.op_to_schema_info.pop(op, None)
-        propagator.propagate_op_sharding.cache_clear()
-        torchshard.disable()
-        torchshard.enable()
+        _unregister_strategy(op)
     assert op not in torchshard.enabled_ops()

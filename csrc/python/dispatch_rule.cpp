@@ -82,7 +82,7 @@ PyObject* dispatch(const OpDescriptor& op, PyObject* func, PyObject* args, PyObj
       return nullptr;
     }
     if (!outcome.entry) {
-      return decline(counters, outcome.uncached_reason);
+      return decline(counters, DeclineReason::kDecomposed);
     }
     entry = std::move(outcome.entry);
     cache->insert(miss_key, entry);

@@ -14,11 +14,10 @@
 namespace torchshard {
 
 struct MissOutcome {
-  // The entry to cache and act on; null when the outcome must not be cached.
+  // The entry to cache and act on. Null with no error pending means stock
+  // decomposed the op (inference mode) instead of propagating: the call goes
+  // to stock, uncached.
   CacheEntryPtr entry;
-  // When `entry` is null and no error is pending: why the call goes to stock
-  // uncached.
-  DeclineReason uncached_reason = DeclineReason::kDecomposed;
   // Stock's propagation raised: the error is left set and must propagate.
   // It is the exception stock raises for this call, from the same code, so
   // raising it here (instead of declining and letting stock propagate again)

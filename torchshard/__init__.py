@@ -11,12 +11,15 @@ import atexit
 from typing import Any
 
 from torchshard import _config
+from torchshard._explain import ExplainReport, OpReport, explain
 from torchshard._native import _C, TorchshardWarning
 from torchshard._hook import disable, disabled, enable, enabled_ops, is_enabled
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "ExplainReport",
+    "OpReport",
     "TorchshardWarning",
     "cache_capacity",
     "clear_cache",
@@ -24,6 +27,7 @@ __all__ = [
     "disabled",
     "enable",
     "enabled_ops",
+    "explain",
     "is_enabled",
     "reset_stats",
     "set_cache_capacity",
@@ -34,7 +38,7 @@ __all__ = [
 def stats() -> dict[str, Any]:
     """Dispatch counters: totals over all threads (ended ones included), and per live thread.
 
-    Keys: ``hits``, ``misses``, ``native_calls``, ``declined``, ``declines`` (count per
+    Keys: ``calls``, ``hits``, ``misses``, ``native_calls``, ``declined``, ``declines`` (count per
     reason), ``evictions``, ``entries``, ``capacity``, and ``threads`` (thread ident ->
     the same counters for that thread).
     """

@@ -49,6 +49,25 @@ def _strategy_ops() -> list[OpOverload]:
     return list(ops)
 
 
+# The strategy every pointwise op gets from stock's _register_single_dim_pointwise
+# (torch/distributed/tensor/_ops/_pointwise_ops.py). It reads tensor metadata only,
+# never a Python number's value, so such ops key numbers by kind (see
+# csrc/python/key_builder.h). Ops with a shape adjuster are left out: those read values.
+_POINTWISE_STRATEGY = (
+    "torch.distributed.tensor._ops._pointwise_ops",
+    "_register_single_dim_pointwise.<locals>.strategy_fn",
+)
+
+
+def _has_value_blind_strategy(op: OpOverload) -> bool:
+    propagator = _propagator()
+    if op in propagator.op_to_scalar_shape_adjuster or op in propagator.op_to_shape_and_stride_idx:
+        return False
+    strategy = getattr(propagator.op_single_dim_strategy_funcs.get(op), "func", None)
+    where = (getattr(strategy, "__module__", None), getattr(strategy, "__qualname__", None))
+    return where == _POINTWISE_STRATEGY
+
+
 def _rule_for(op: OpOverload):
     rule = _rules.get(op)
     if rule is None:
@@ -61,6 +80,7 @@ def _rule_for(op: OpOverload):
             op,
             static_argnum=info.static_argnum if info is not None else 100,
             static_kwargkey=list(info.static_kwargkey or ()) if info is not None else [],
+            value_blind_scalars=_has_value_blind_strategy(op),
             is_random=op in dispatcher._random_ops,
             has_custom_handler=op in dispatcher._custom_op_handlers,
         )

@@ -7,10 +7,20 @@
 
 #include <array>
 #include <cstdint>
+#include <optional>
 
 namespace torchshard {
 
+// What happened to one call, recorded once when dispatch ends.
+struct CallOutcome {
+  enum class Lookup : uint8_t { kNone, kHit, kMiss };
+  Lookup lookup = Lookup::kNone;
+  std::optional<DeclineReason> decline;  // why the call was not served natively
+  bool native = false;                   // served natively (a result was returned)
+};
+
 struct DispatchCounters {
+  uint64_t calls = 0;         // calls that reached a torchshard rule
   uint64_t hits = 0;          // cache lookups that found an entry
   uint64_t misses = 0;        // cache lookups that ran sharding propagation
   uint64_t native_calls = 0;  // calls served entirely by torchshard
@@ -19,7 +29,18 @@ struct DispatchCounters {
 
   void count_decline(DeclineReason reason) { ++declines[static_cast<size_t>(reason)]; }
 
+  void record(const CallOutcome& outcome) {
+    ++calls;
+    hits += outcome.lookup == CallOutcome::Lookup::kHit ? 1 : 0;
+    misses += outcome.lookup == CallOutcome::Lookup::kMiss ? 1 : 0;
+    if (outcome.decline) {
+      count_decline(*outcome.decline);
+    }
+    native_calls += outcome.native ? 1 : 0;
+  }
+
   DispatchCounters& operator+=(const DispatchCounters& other) {
+    calls += other.calls;
     hits += other.hits;
     misses += other.misses;
     native_calls += other.native_calls;

@@ -2,6 +2,7 @@
 
 #include "csrc/core/cache_config.h"
 #include "csrc/core/decline_reason.h"
+#include "csrc/python/op_tally.h"
 #include "csrc/python/thread_cache.h"
 
 namespace torchshard {
@@ -18,6 +19,7 @@ py::dict counters_to_dict(const DispatchCounters& counters, size_t entries) {
     }
   }
   py::dict result;
+  result["calls"] = counters.calls;
   result["hits"] = counters.hits;
   result["misses"] = counters.misses;
   result["native_calls"] = counters.native_calls;
@@ -44,6 +46,17 @@ py::dict stats() {
   return result;
 }
 
+py::dict op_tallies() {
+  py::dict result;
+  for (const auto& [name, counters] : snapshot_op_tallies()) {
+    py::dict tally = counters_to_dict(counters, 0);
+    tally.attr("pop")("entries");
+    tally.attr("pop")("evictions");
+    result[py::str(name)] = tally;
+  }
+  return result;
+}
+
 std::vector<std::string> decline_reason_names() {
   std::vector<std::string> names;
   for (size_t i = 0; i < kDeclineReasonCount; ++i) {
@@ -65,6 +78,11 @@ void init_cache_bindings(py::module_& module) {
              "Release every cache and stop caching; runs at interpreter exit.");
   module.def("is_shut_down", &thread_caches_shut_down);
   module.def("decline_reason_names", &decline_reason_names);
+  module.def("begin_op_tallies", &begin_op_tallies,
+             "Start (or nest) per-op recording for torchshard.explain().");
+  module.def("end_op_tallies", &end_op_tallies, "Close one begin_op_tallies().");
+  module.def("op_tallies", &op_tallies,
+             "Per-op counters recorded since the outermost begin_op_tallies().");
   module.attr("DEFAULT_CACHE_CAPACITY") = kDefaultCacheCapacity;
 }
 

@@ -2,8 +2,9 @@
 //
 // Either a cached decline (the call goes to stock DTensor, cheaply, for the
 // recorded reason) or a native plan: the output spec objects to attach to each
-// result. Reusing the same spec objects for every hit makes the next op's key
-// compare them by identity.
+// result, and how the op's kind returns them (see OpKind). Reusing the same
+// spec objects for every hit makes the next op's key compare them by
+// identity.
 //
 // Invariants: immutable once built; holds strong references to every spec its
 // key points at (key_specs) so the key's borrowed handles stay valid; is
@@ -12,6 +13,7 @@
 
 #include "csrc/core/decline_reason.h"
 
+#include <c10/core/ScalarType.h>
 #include <torch/csrc/utils/pybind.h>
 
 #include <memory>
@@ -20,11 +22,43 @@
 
 namespace torchshard {
 
+// What an in-place call returns, as stock's _dispatch_fast_path_python_tail
+// decides it from the output spec.
+enum class InplaceResult : uint8_t {
+  kNone,       // no output spec: None
+  kSelf,       // placements unchanged: args[0], spec untouched
+  kRespecced,  // args[0] with its spec replaced by the output spec
+};
+
+// The local result a rank outside the op's mesh stands in with, per output
+// spec: torch.zeros((), dtype) for a 0-d spec, else torch.tensor([], dtype).
+struct AbsentLocal {
+  c10::ScalarType dtype;
+  bool zero_dim;
+};
+
+// One positional argument of the local call that differs from the caller's
+// (a call whose sharding needed redistribution; see local_redistribution.h).
+struct LocalArgument {
+  size_t position = 0;
+  py::object replacement;  // a non-tensor value from the suggested schema, or
+  py::object from_spec;    // redistribute the DTensor's local tensor from
+  py::object to_spec;      // this spec to that one
+};
+
 struct CacheEntry {
   std::optional<DeclineReason> decline;
-  // One vector per schema return: one spec for a Tensor, one per element for
-  // a Tensor[].
+  // Whether this rank is in the op's compute mesh; when it is not, nothing
+  // runs locally and results are built from absent_locals.
+  bool participating = true;
+  InplaceResult inplace_result = InplaceResult::kNone;
+  py::object inplace_spec;  // kRespecced: the spec args[0] takes
+  // Functional, view and out= ops: one vector per schema return, holding one
+  // spec for a Tensor and one per element for a Tensor[].
   std::vector<std::vector<py::object>> return_specs;
+  std::vector<std::vector<AbsentLocal>> absent_locals;  // !participating only
+  std::vector<LocalArgument> local_arguments;            // needs_redistribute only
+  size_t local_positional_count = 0;                     // when local_arguments is set
   std::vector<py::object> key_specs;
 };
 

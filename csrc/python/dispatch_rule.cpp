@@ -4,11 +4,16 @@
 #include "csrc/python/dtensor_wrap.h"
 #include "csrc/python/key_builder.h"
 #include "csrc/python/local_call.h"
+#include "csrc/python/local_redistribution.h"
+#include "csrc/python/mutated_result.h"
 #include "csrc/python/op_descriptor.h"
+#include "csrc/python/op_tally.h"
 #include "csrc/python/sharding_miss.h"
 #include "csrc/python/thread_cache.h"
 
+#include <ATen/PythonTorchFunctionTLS.h>
 #include <c10/core/impl/TorchDispatchModeTLS.h>
+#include <torch/csrc/Exceptions.h>
 #include <structmember.h>
 
 #include <memory>
@@ -22,75 +27,148 @@ struct NativeRuleObject {
   OpDescriptor* op;
 };
 
-PyObject* decline(DispatchCounters& counters, DeclineReason reason) {
-  counters.count_decline(reason);
+PyObject* decline(CallOutcome& outcome, DeclineReason reason) {
+  outcome.decline = reason;
   Py_RETURN_NOTIMPLEMENTED;
 }
 
-PyObject* run_native(const OpDescriptor& op, const CacheEntry& entry, DispatchCounters& counters,
-                     PyObject* args, PyObject* kwargs) {
-  torch::jit::Stack stack;
+// Runs the local op, or (off the mesh) stands in for its results. Returns
+// false with `outcome` set when the call must not continue natively: either
+// declined (*result is NotImplemented) or raising (*result is nullptr).
+bool compute_local_results(const OpDescriptor& op, const CacheEntry& entry, PyObject* args,
+                           PyObject* kwargs, torch::jit::Stack& stack, CallOutcome& outcome,
+                           PyObject** result) {
+  if (!entry.participating) {
+    if (op.kind() == OpKind::kFunctional || op.kind() == OpKind::kView) {
+      // Stock builds the stand-ins with torch factory calls, which a torch
+      // function mode (e.g. a default device) would see; leave those to it.
+      if (at::impl::torch_function_mode_enabled()) {
+        *result = decline(outcome, DeclineReason::kNotParticipating);
+        return false;
+      }
+      absent_local_results(entry, op.returns(), stack);
+    }
+    return true;
+  }
+  const bool mutates = op.kind() == OpKind::kInplace || op.kind() == OpKind::kOutVariant;
+  std::vector<py::object> overrides;
+  if (!entry.local_arguments.empty()) {
+    DeclineReason reason{};
+    if (!local_arguments_for_call(entry, args, overrides, &reason)) {
+      *result = decline(outcome, reason);
+      return false;
+    }
+  }
   try {
-    run_local_op(op, args, kwargs, stack);
+    run_local_op(op, args, kwargs, overrides, stack);
+    return true;
+  } catch (py::error_already_set& error) {
+    if (mutates) {
+      error.restore();
+    }
   } catch (const std::exception&) {
-    // Only functional ops get here, so no input was modified: stock DTensor
-    // can run the call again and raise its own exception, type and message.
-    PyErr_Clear();
-    return decline(counters, DeclineReason::kLocalComputeFailed);
+    if (mutates) {
+      torch::translate_exception_to_python(std::current_exception());
+    }
   }
-  PyObject* result = nullptr;
-  switch (wrap_local_results(op, entry, stack, &result)) {
-    case WrapStatus::kOk:
-      ++counters.native_calls;
-      return result;
-    case WrapStatus::kLayoutMismatch:
-      return decline(counters, DeclineReason::kUnsupportedOutput);
-    case WrapStatus::kPythonError:
-      return nullptr;
+  if (mutates) {
+    // An input may already be partly written, so stock must not run the
+    // call again: raise the local op's own exception, which is what stock
+    // raises from the same kernel.
+    outcome.decline = DeclineReason::kLocalComputeFailed;
+    *result = nullptr;
+    return false;
   }
-  return nullptr;
+  // Nothing was modified: stock runs the call again and raises its own
+  // exception, type and message.
+  PyErr_Clear();
+  *result = decline(outcome, DeclineReason::kLocalComputeFailed);
+  return false;
 }
 
-PyObject* dispatch(const OpDescriptor& op, PyObject* func, PyObject* args, PyObject* kwargs) {
+PyObject* run_native(const OpDescriptor& op, const CacheEntry& entry, PyObject* func,
+                     PyObject* args, PyObject* kwargs, CallOutcome& outcome) {
+  torch::jit::Stack stack;
+  PyObject* result = nullptr;
+  if (!compute_local_results(op, entry, args, kwargs, stack, outcome, &result)) {
+    return result;
+  }
+  switch (op.kind()) {
+    case OpKind::kInplace:
+      result = inplace_result(entry, func, args, kwargs);
+      break;
+    case OpKind::kOutVariant:
+      result = out_variant_result(op, entry, args, kwargs);
+      break;
+    case OpKind::kFunctional:
+    case OpKind::kView:
+      switch (wrap_local_results(op, entry, args, kwargs, stack, &result)) {
+        case WrapStatus::kOk:
+          break;
+        case WrapStatus::kLayoutMismatch:
+          return decline(outcome, DeclineReason::kUnsupportedOutput);
+        case WrapStatus::kPythonError:
+          return nullptr;
+      }
+      break;
+  }
+  outcome.native = result != nullptr;
+  return result;
+}
+
+PyObject* dispatch(const OpDescriptor& op, ThreadCache& cache, PyObject* func, PyObject* args,
+                   PyObject* kwargs, CallOutcome& outcome) {
+  if (const auto reason = op.op_decline()) {
+    return decline(outcome, *reason);
+  }
+  if (cache_capacity() == 0) {
+    return decline(outcome, DeclineReason::kCacheDisabled);
+  }
+  if (c10::impl::TorchDispatchModeTLS::any_modes_set()) {
+    return decline(outcome, DeclineReason::kDispatchModeActive);
+  }
+  OpKey& key = cache.probe_key();
+  if (const auto reason = build_op_key(op, args, kwargs, key)) {
+    return decline(outcome, *reason);
+  }
+  CacheEntryPtr entry = cache.find(key);
+  outcome.lookup = entry ? CallOutcome::Lookup::kHit : CallOutcome::Lookup::kMiss;
+  if (!entry) {
+    // The miss path runs Python, which may re-enter dispatch on this thread
+    // and reuse the probe key: keep a copy for the insert.
+    const OpKey miss_key = key;
+    MissOutcome miss = propagate_on_miss(op, miss_key, func, args, kwargs);
+    if (miss.python_error_pending) {
+      outcome.decline = DeclineReason::kPropagationFailed;
+      return nullptr;
+    }
+    if (!miss.entry) {
+      return decline(outcome, DeclineReason::kDecomposed);
+    }
+    entry = std::move(miss.entry);
+    cache.insert(miss_key, entry);
+  }
+  if (entry->decline) {
+    return decline(outcome, *entry->decline);
+  }
+  return run_native(op, *entry, func, args, kwargs, outcome);
+}
+
+// Dispatches one call and records what happened to it.
+PyObject* dispatch_and_record(const OpDescriptor& op, PyObject* func, PyObject* args,
+                              PyObject* kwargs) {
   ThreadCache* cache = ThreadCache::current();
   if (cache == nullptr) {
     ThreadCache::count_decline_without_cache();
     Py_RETURN_NOTIMPLEMENTED;
   }
-  DispatchCounters& counters = cache->counters();
-  if (const auto reason = op.op_decline()) {
-    return decline(counters, *reason);
+  CallOutcome outcome;
+  PyObject* result = dispatch(op, *cache, func, args, kwargs, outcome);
+  cache->counters().record(outcome);
+  if (op_tallies_enabled()) {
+    record_op_call(op, outcome);
   }
-  if (cache_capacity() == 0) {
-    return decline(counters, DeclineReason::kCacheDisabled);
-  }
-  if (c10::impl::TorchDispatchModeTLS::any_modes_set()) {
-    return decline(counters, DeclineReason::kDispatchModeActive);
-  }
-  OpKey& key = cache->probe_key();
-  if (const auto reason = build_op_key(op, args, kwargs, key)) {
-    return decline(counters, *reason);
-  }
-  CacheEntryPtr entry = cache->find(key);
-  if (!entry) {
-    // The miss path runs Python, which may re-enter dispatch on this thread
-    // and reuse the probe key: keep a copy for the insert.
-    const OpKey miss_key = key;
-    MissOutcome outcome = propagate_on_miss(op, miss_key, func, args, kwargs);
-    if (outcome.python_error_pending) {
-      counters.count_decline(DeclineReason::kPropagationFailed);
-      return nullptr;
-    }
-    if (!outcome.entry) {
-      return decline(counters, DeclineReason::kDecomposed);
-    }
-    entry = std::move(outcome.entry);
-    cache->insert(miss_key, entry);
-  }
-  if (entry->decline) {
-    return decline(counters, *entry->decline);
-  }
-  return run_native(op, *entry, counters, args, kwargs);
+  return result;
 }
 
 PyObject* native_rule_vectorcall(PyObject* self, PyObject* const* argv, size_t nargsf,
@@ -109,7 +187,7 @@ PyObject* native_rule_vectorcall(PyObject* self, PyObject* const* argv, size_t n
     Py_RETURN_NOTIMPLEMENTED;
   }
   try {
-    return dispatch(*reinterpret_cast<NativeRuleObject*>(self)->op, func, args, kwargs);
+    return dispatch_and_record(*reinterpret_cast<NativeRuleObject*>(self)->op, func, args, kwargs);
   } catch (py::error_already_set& error) {
     error.restore();
     return nullptr;
@@ -158,9 +236,9 @@ PyTypeObject* create_native_rule_type() {
 }
 
 py::object make_rule(py::handle overload, int64_t static_argnum,
-                     std::vector<std::string> static_kwargkey, bool is_random,
-                     bool has_custom_handler) {
-  RuntimeSchemaInfo info{static_argnum, std::move(static_kwargkey)};
+                     std::vector<std::string> static_kwargkey, bool value_blind_scalars,
+                     bool is_random, bool has_custom_handler) {
+  RuntimeSchemaInfo info{static_argnum, std::move(static_kwargkey), value_blind_scalars};
   auto op = std::make_unique<OpDescriptor>(overload.ptr(), std::move(info), is_random, has_custom_handler);
   auto* rule = PyObject_New(NativeRuleObject, native_rule_type);
   if (rule == nullptr) {
@@ -189,7 +267,7 @@ void init_rule_bindings(py::module_& module) {
   Py_INCREF(native_rule_type);  // one reference for the module attribute, one kept here
   module.add_object("NativeRule", reinterpret_cast<PyObject*>(native_rule_type));
   module.def("make_rule", &make_rule, py::arg("op"), py::arg("static_argnum"),
-             py::arg("static_kwargkey"), py::arg("is_random"),
+             py::arg("static_kwargkey"), py::arg("value_blind_scalars"), py::arg("is_random"),
              py::arg("has_custom_handler"),
              "Create the native torch_dispatch rule for one DTensor OpOverload.");
   module.def("op_decline_reason", &op_decline_reason, py::arg("rule"),

@@ -33,6 +33,12 @@ PyObject* wrap_tensor(at::Tensor&& local, PyObject* spec) {
 PyObject* wrap_return(c10::IValue&& value, ReturnKind kind, const std::vector<py::object>& specs,
                       WrapStatus* status) {
   if (kind == ReturnKind::kTensor) {
+    if (specs.size() == 1 && specs[0].is_none()) {
+      // An output the op did not compute (output_mask): stock returns None.
+      const bool undefined = value.isNone() || (value.isTensor() && !value.toTensor().defined());
+      *status = undefined ? WrapStatus::kOk : WrapStatus::kLayoutMismatch;
+      return undefined ? Py_NewRef(Py_None) : nullptr;
+    }
     if (!value.isTensor() || !value.toTensor().defined() || specs.size() != 1) {
       *status = WrapStatus::kLayoutMismatch;
       return nullptr;
@@ -64,17 +70,36 @@ PyObject* wrap_return(c10::IValue&& value, ReturnKind kind, const std::vector<py
   return list;
 }
 
+// A view's DTensor result shares the storage of the DTensor it aliases.
+void share_view_storage(const OpDescriptor& op, size_t return_index, PyObject* args,
+                        PyObject* kwargs, PyObject* wrapped) {
+  const auto& source_index = op.view_sources()[return_index];
+  if (!source_index) {
+    return;
+  }
+  PyObject* source = op.argument_value(args, kwargs, *source_index);
+  if (source == nullptr || Py_TYPE(source) != py_refs().dtensor_type) {
+    return;
+  }
+  const at::Tensor& view = THPVariable_Unpack(wrapped);
+  view.unsafeGetTensorImpl()->set_storage_keep_dtype(THPVariable_Unpack(source).storage());
+}
+
 } // namespace
 
-WrapStatus wrap_local_results(const OpDescriptor& op, const CacheEntry& entry,
-                              torch::jit::Stack& stack, PyObject** result) {
+WrapStatus wrap_local_results(const OpDescriptor& op, const CacheEntry& entry, PyObject* args,
+                              PyObject* kwargs, torch::jit::Stack& stack, PyObject** result) {
   const auto& returns = op.returns();
   if (stack.size() != returns.size() || entry.return_specs.size() != returns.size()) {
     return WrapStatus::kLayoutMismatch;
   }
+  const bool shares_storage = op.kind() == OpKind::kView && entry.participating;
   WrapStatus status = WrapStatus::kOk;
   if (returns.size() == 1) {
     *result = wrap_return(std::move(stack[0]), returns[0], entry.return_specs[0], &status);
+    if (shares_storage && status == WrapStatus::kOk && *result != Py_None) {
+      share_view_storage(op, 0, args, kwargs, *result);
+    }
     return status;
   }
   PyObject* tuple = PyTuple_New(static_cast<Py_ssize_t>(returns.size()));
@@ -86,6 +111,9 @@ WrapStatus wrap_local_results(const OpDescriptor& op, const CacheEntry& entry,
     if (wrapped == nullptr) {
       Py_DECREF(tuple);
       return status;
+    }
+    if (shares_storage && wrapped != Py_None) {
+      share_view_storage(op, i, args, kwargs, wrapped);
     }
     PyTuple_SET_ITEM(tuple, static_cast<Py_ssize_t>(i), wrapped);
   }

@@ -5,6 +5,11 @@
 // return is returned as itself and several as a tuple. Output specs are the
 // cached objects of the CacheEntry.
 //
+// A view op's Tensor result also takes the storage of the DTensor it aliases,
+// as the built-in path does when the rank participates, so the wrappers
+// alias each other the way their local tensors do. (Tensor[] results of views
+// such as split keep storages of their own there, and here.)
+//
 // Requires the GIL.
 #pragma once
 
@@ -21,7 +26,7 @@ enum class WrapStatus { kOk, kLayoutMismatch, kPythonError };
 // On kOk, *result is a new reference. kLayoutMismatch means the local results
 // do not match the cached specs (the call should go to stock); kPythonError
 // leaves a Python error set.
-WrapStatus wrap_local_results(const OpDescriptor& op, const CacheEntry& entry,
-                              torch::jit::Stack& stack, PyObject** result);
+WrapStatus wrap_local_results(const OpDescriptor& op, const CacheEntry& entry, PyObject* args,
+                              PyObject* kwargs, torch::jit::Stack& stack, PyObject** result);
 
 } // namespace torchshard

@@ -18,9 +18,13 @@ namespace {
 // Kinds of enum-like values, the first payload word of KeyTag::kEnumLike.
 enum class EnumKind : uint64_t { kDtype = 1, kLayout, kMemoryFormat, kDevice };
 
+// Kinds of Python numbers, the payload of KeyTag::kNumberKind. The kind is
+// all type promotion reads from a number, so it is all a value-blind op keys.
+enum class NumberKind : uint64_t { kBool = 1, kInt, kFloat, kComplex };
+
 class KeyBuilder {
  public:
-  explicit KeyBuilder(OpKey& key) : key_(key) {}
+  KeyBuilder(OpKey& key, bool value_blind_scalars) : key_(key), value_blind_scalars_(value_blind_scalars) {}
 
   std::optional<DeclineReason> add_argument(PyObject* value, bool keyed_if_scalar) {
     const PyRefs& refs = py_refs();
@@ -44,10 +48,35 @@ class KeyBuilder {
     if (is_symbolic(type)) {
       return DeclineReason::kSymbolicArg;
     }
-    return keyed_if_scalar ? add_scalar(value) : std::nullopt;
+    if (!keyed_if_scalar) {
+      return std::nullopt;
+    }
+    if (value_blind_scalars_) {
+      if (const auto kind = number_kind(type)) {
+        key_.add(KeyTag::kNumberKind, static_cast<uint64_t>(*kind));
+        return std::nullopt;
+      }
+    }
+    return add_scalar(value);
   }
 
  private:
+  static std::optional<NumberKind> number_kind(PyTypeObject* type) {
+    if (type == &PyBool_Type) {
+      return NumberKind::kBool;
+    }
+    if (type == &PyLong_Type) {
+      return NumberKind::kInt;
+    }
+    if (type == &PyFloat_Type) {
+      return NumberKind::kFloat;
+    }
+    if (type == &PyComplex_Type) {
+      return NumberKind::kComplex;
+    }
+    return std::nullopt;
+  }
+
   static bool is_symbolic(PyTypeObject* type) {
     const PyRefs& refs = py_refs();
     return type == refs.symint_type || type == refs.symfloat_type || type == refs.symbool_type;
@@ -150,6 +179,7 @@ class KeyBuilder {
   }
 
   OpKey& key_;
+  const bool value_blind_scalars_;
 };
 
 } // namespace
@@ -158,7 +188,7 @@ std::optional<DeclineReason> build_op_key(const OpDescriptor& op, PyObject* args
                                           PyObject* kwargs, OpKey& key) {
   const Py_ssize_t positional_count = PyTuple_GET_SIZE(args);
   key.reset(op.key_id(), static_cast<uint64_t>(positional_count));
-  KeyBuilder builder(key);
+  KeyBuilder builder(key, op.value_blind_scalars());
   for (Py_ssize_t i = 0; i < positional_count; ++i) {
     if (auto reason = builder.add_argument(PyTuple_GET_ITEM(args, i), op.is_static_positional(i))) {
       return reason;

@@ -7,8 +7,10 @@
 // would replicate (by dtype/shape/stride, since stock builds a fresh
 // replicated spec for it), and non-tensor values only where the op's
 // RuntimeSchemaInfo says they affect sharding (positional index >=
-// static_argnum, keyword names in static_kwargkey). Step-varying scalars such
-// as a learning rate therefore never grow the cache.
+// static_argnum, keyword names in static_kwargkey). Ops whose strategy is
+// value-blind (RuntimeSchemaInfo::value_blind_scalars) key a Python number by
+// its kind only. Step-varying scalars such as a learning rate, a bias
+// correction or a foreach scalar list therefore never grow the cache.
 //
 // Requires the GIL.
 #pragma once

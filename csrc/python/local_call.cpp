@@ -5,6 +5,9 @@
 #include <torch/csrc/autograd/python_variable.h>
 #include <torch/csrc/jit/python/pybind_utils.h>
 
+#include <ATen/ops/empty.h>
+#include <ATen/ops/zeros.h>
+
 namespace torchshard {
 namespace {
 
@@ -78,25 +81,18 @@ c10::IValue to_local_ivalue(PyObject* value, const c10::Argument& argument) {
 
 } // namespace
 
-void run_local_op(const OpDescriptor& op, PyObject* args, PyObject* kwargs, torch::jit::Stack& stack) {
+void run_local_op(const OpDescriptor& op, PyObject* args, PyObject* kwargs,
+                  const std::vector<py::object>& positional_overrides, torch::jit::Stack& stack) {
   const auto& arguments = op.schema().arguments();
-  const auto positional_count = static_cast<size_t>(PyTuple_GET_SIZE(args));
-  const bool has_kwargs = kwargs != nullptr && PyDict_GET_SIZE(kwargs) > 0;
   stack.clear();
   stack.reserve(arguments.size());
   // Python numbers in Tensor slots (`dtensor + 2` arrives as add.Tensor(x, 2))
   // become wrapped-number tensors, exactly as OpOverload.__call__ converts them.
   torch::jit::ToIValueAllowNumbersAsTensors numbers_as_tensors(true);
   for (size_t i = 0; i < arguments.size(); ++i) {
-    PyObject* value = nullptr;
-    if (i < positional_count) {
-      value = PyTuple_GET_ITEM(args, i);
-    } else if (has_kwargs) {
-      value = PyDict_GetItemWithError(kwargs, op.argument_name(i));
-      if (value == nullptr && PyErr_Occurred()) {
-        throw py::error_already_set();
-      }
-    }
+    PyObject* value = i < positional_overrides.size() && positional_overrides[i]
+        ? positional_overrides[i].ptr()
+        : op.argument_value(args, kwargs, i);
     if (value == nullptr) {
       const auto& default_value = arguments[i].default_value();
       TORCH_CHECK(default_value.has_value(), "torchshard: ", op.schema().name(),
@@ -107,6 +103,27 @@ void run_local_op(const OpDescriptor& op, PyObject* args, PyObject* kwargs, torc
     }
   }
   op.handle().callBoxed(stack);
+}
+
+void absent_local_results(const CacheEntry& entry, const std::vector<ReturnKind>& returns,
+                          torch::jit::Stack& stack) {
+  auto absent = [](const AbsentLocal& local) {
+    const auto options = at::TensorOptions().dtype(local.dtype);
+    return local.zero_dim ? at::zeros({}, options) : at::empty({0}, options);
+  };
+  stack.clear();
+  for (size_t r = 0; r < returns.size(); ++r) {
+    const auto& locals = entry.absent_locals[r];
+    if (returns[r] == ReturnKind::kTensor) {
+      stack.emplace_back(absent(locals.at(0)));
+      continue;
+    }
+    c10::List<at::Tensor> list;
+    for (const auto& local : locals) {
+      list.push_back(absent(local));
+    }
+    stack.emplace_back(std::move(list));
+  }
 }
 
 } // namespace torchshard

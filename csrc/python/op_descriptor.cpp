@@ -68,21 +68,50 @@ std::optional<DeclineReason> OpDescriptor::classify(bool is_random, bool has_cus
   }
   const auto& fn_schema = schema();
   const auto& arguments = fn_schema.arguments();
-  if (std::any_of(arguments.begin(), arguments.end(), [](const c10::Argument& a) { return a.is_out(); })) {
-    return DeclineReason::kOutVariantOp;
+  is_inplace_view_ = handle_.hasTag(at::Tag::inplace_view);
+  for (size_t i = 0; i < arguments.size(); ++i) {
+    if (arguments[i].is_out()) {
+      out_arguments_.push_back(i);
+    }
+  }
+  if (!out_arguments_.empty()) {
+    kind_ = OpKind::kOutVariant;
+    // Stock returns the out= tensors themselves, one per Tensor return.
+    const auto& schema_returns = fn_schema.returns();
+    const bool one_tensor_per_out =
+        schema_returns.size() == out_arguments_.size() &&
+        std::all_of(schema_returns.begin(), schema_returns.end(),
+                    [](const c10::Argument& r) { return is_tensor_type(r.real_type()); });
+    if (!one_tensor_per_out) {
+      return DeclineReason::kOutVariantOp;
+    }
+    returns_.assign(schema_returns.size(), ReturnKind::kTensor);
+    return std::nullopt;
   }
   const bool writes_input = std::any_of(arguments.begin(), arguments.end(), [](const c10::Argument& a) {
     return a.alias_info() && a.alias_info()->isWrite();
   });
   // Stock DTensor treats a trailing underscore as in-place too.
   if (writes_input || (!fn_schema.name().empty() && fn_schema.name().back() == '_')) {
-    return DeclineReason::kInplaceOp;
+    // Stock returns None or args[0] whatever the schema says it returns.
+    kind_ = OpKind::kInplace;
+    return std::nullopt;
   }
   const auto& schema_returns = fn_schema.returns();
-  if (std::any_of(schema_returns.begin(), schema_returns.end(),
-                  [](const c10::Argument& r) { return r.alias_info() != nullptr; })) {
-    return DeclineReason::kViewOp;
+  const bool returns_alias = std::any_of(schema_returns.begin(), schema_returns.end(),
+                                         [](const c10::Argument& r) { return r.alias_info() != nullptr; });
+  if (auto reason = classify_returns()) {
+    return reason;
   }
+  if (returns_alias) {
+    kind_ = OpKind::kView;
+    return classify_view_sources();
+  }
+  return std::nullopt;
+}
+
+std::optional<DeclineReason> OpDescriptor::classify_returns() {
+  const auto& schema_returns = schema().returns();
   if (schema_returns.empty()) {
     return DeclineReason::kNonTensorReturn;
   }
@@ -99,6 +128,33 @@ std::optional<DeclineReason> OpDescriptor::classify(bool is_random, bool has_cus
   return std::nullopt;
 }
 
+std::optional<DeclineReason> OpDescriptor::classify_view_sources() {
+  const auto& arguments = schema().arguments();
+  for (size_t r = 0; r < returns_.size(); ++r) {
+    const c10::AliasInfo* alias = schema().returns()[r].alias_info();
+    if (returns_[r] == ReturnKind::kTensorList || alias == nullptr) {
+      view_sources_.push_back(std::nullopt);
+      continue;
+    }
+    if (alias->isWrite()) {
+      return DeclineReason::kViewOp;
+    }
+    const auto source = std::find_if(arguments.begin(), arguments.end(), [&](const c10::Argument& a) {
+      const c10::AliasInfo* arg_alias = a.alias_info();
+      if (arg_alias == nullptr || arg_alias->isWrite() || !is_tensor_type(a.real_type())) {
+        return false;
+      }
+      return std::any_of(alias->beforeSets().begin(), alias->beforeSets().end(),
+                         [&](const c10::Symbol& set) { return arg_alias->beforeSets().count(set) > 0; });
+    });
+    if (source == arguments.end()) {
+      return DeclineReason::kViewOp;
+    }
+    view_sources_.push_back(static_cast<size_t>(source - arguments.begin()));
+  }
+  return std::nullopt;
+}
+
 std::optional<size_t> OpDescriptor::argument_index(PyObject* name) const {
   for (size_t i = 0; i < argument_names_.size(); ++i) {
     // Interned names usually match by identity; fall back to comparing text.
@@ -108,6 +164,20 @@ std::optional<size_t> OpDescriptor::argument_index(PyObject* name) const {
     }
   }
   return std::nullopt;
+}
+
+PyObject* OpDescriptor::argument_value(PyObject* args, PyObject* kwargs, size_t index) const {
+  if (static_cast<Py_ssize_t>(index) < PyTuple_GET_SIZE(args)) {
+    return PyTuple_GET_ITEM(args, static_cast<Py_ssize_t>(index));
+  }
+  if (kwargs == nullptr || PyDict_GET_SIZE(kwargs) == 0) {
+    return nullptr;
+  }
+  PyObject* value = PyDict_GetItemWithError(kwargs, argument_names_[index]);
+  if (value == nullptr && PyErr_Occurred()) {
+    throw py::error_already_set();
+  }
+  return value;
 }
 
 } // namespace torchshard

@@ -7,7 +7,9 @@
 // The op classification mirrors stock DTensor (torch/distributed/tensor/
 // _dispatch.py and python_variable.cpp's dispatchDTensorOp): random ops come
 // from OpDispatcher._random_ops, custom handlers from _custom_op_handlers
-// (both passed in from Python), in-place/out=/view flags from the schema.
+// (both passed in from Python); in-place, out= and view ops are recognised
+// from the schema's alias annotations (plus stock's trailing-underscore rule
+// for in-place) and decide how results are returned (see OpKind).
 //
 // Immutable after construction; shared by all threads (GIL held when used).
 #pragma once
@@ -29,9 +31,22 @@ namespace torchshard {
 struct RuntimeSchemaInfo {
   int64_t static_argnum = 100;  // non-tensor positional args from here on are keyed
   std::vector<std::string> static_kwargkey;
+  // Set for ops whose sharding strategy never reads a Python number's value
+  // (stock's pointwise strategies look at tensor metadata only): numbers are
+  // then keyed by kind (bool/int/float/complex, which decides the output
+  // dtype), so a changing learning rate or step count reuses one entry.
+  bool value_blind_scalars = false;
 };
 
 enum class ReturnKind : uint8_t { kTensor, kTensorList };
+
+// How an op's results reach the caller, as stock DTensor returns them.
+enum class OpKind : uint8_t {
+  kFunctional,  // fresh DTensors wrapped around the local results
+  kView,        // like kFunctional, and a Tensor result shares its input's storage
+  kInplace,     // args[0] itself (its spec updated if the placements change), or None
+  kOutVariant,  // the out= DTensors themselves, their specs set to the output specs
+};
 
 class OpDescriptor {
  public:
@@ -49,6 +64,11 @@ class OpDescriptor {
 
   // Set when no call of this op can run natively; then no key is built.
   std::optional<DeclineReason> op_decline() const { return op_decline_; }
+  OpKind kind() const { return kind_; }
+  // Tagged inplace_view (squeeze_, ...): changing the spec also changes the
+  // wrapper's sizes, which stock fixes through return_and_correct_aliasing.
+  bool is_inplace_view() const { return is_inplace_view_; }
+  bool value_blind_scalars() const { return info_.value_blind_scalars; }
 
   bool is_static_positional(size_t index) const {
     return static_cast<int64_t>(index) >= info_.static_argnum;
@@ -58,11 +78,24 @@ class OpDescriptor {
   PyObject* argument_name(size_t schema_index) const { return argument_names_[schema_index]; }
   // Schema index of a keyword argument, or nullopt for an unknown name.
   std::optional<size_t> argument_index(PyObject* name) const;
+  // The value a call passed for schema argument `index`, positionally or by
+  // keyword; nullptr when it was omitted. Borrowed. Throws
+  // py::error_already_set if the kwargs lookup raises.
+  PyObject* argument_value(PyObject* args, PyObject* kwargs, size_t index) const;
 
+  // Schema layout of the results: one ReturnKind per return (empty for an
+  // in-place op returning nothing).
   const std::vector<ReturnKind>& returns() const { return returns_; }
+  // kView: per return, the schema index of the argument a Tensor result
+  // aliases (nullopt for Tensor[] results, whose storage stock leaves alone).
+  const std::vector<std::optional<size_t>>& view_sources() const { return view_sources_; }
+  // kOutVariant: schema indices of the out= arguments, in schema order.
+  const std::vector<size_t>& out_arguments() const { return out_arguments_; }
 
  private:
   std::optional<DeclineReason> classify(bool is_random, bool has_custom_handler);
+  std::optional<DeclineReason> classify_returns();
+  std::optional<DeclineReason> classify_view_sources();
 
   PyObject* overload_;
   c10::OperatorHandle handle_;
@@ -71,6 +104,10 @@ class OpDescriptor {
   std::vector<bool> static_argument_;
   std::vector<PyObject*> argument_names_;
   std::vector<ReturnKind> returns_;
+  std::vector<std::optional<size_t>> view_sources_;
+  std::vector<size_t> out_arguments_;
+  OpKind kind_ = OpKind::kFunctional;
+  bool is_inplace_view_ = false;
   std::optional<DeclineReason> op_decline_;
 };
 

@@ -86,7 +86,16 @@ bool init_py_refs() {
   Py_DECREF(tensor_type);
   loaded.op_dispatcher =
       PyObject_GetAttrString(reinterpret_cast<PyObject*>(loaded.dtensor_type), "_op_dispatcher");
-  if (!loaded.dtensor_new || !loaded.op_dispatcher) {
+  constexpr const char* kDispatchModule = "torch.distributed.tensor._dispatch";
+  loaded.return_and_correct_aliasing = import_attr(kDispatchModule, "return_and_correct_aliasing");
+  loaded.redistribute_local_tensor = import_attr(kDispatchModule, "redistribute_local_tensor");
+  PyObject* explicit_context = import_attr(kDispatchModule, "ExplicitRedistributionContext");
+  if (explicit_context != nullptr) {
+    loaded.explicit_redistribution_state = PyObject_GetAttrString(explicit_context, "_local");
+    Py_DECREF(explicit_context);
+  }
+  if (!loaded.dtensor_new || !loaded.op_dispatcher || !loaded.return_and_correct_aliasing ||
+      !loaded.redistribute_local_tensor || !loaded.explicit_redistribution_state) {
     return false;
   }
   const bool interned = intern(&loaded.str_hash, "_hash") && intern(&loaded.str_mesh, "mesh") &&
@@ -99,7 +108,8 @@ bool init_py_refs() {
       intern(&loaded.str_compute_mesh, "compute_mesh") &&
       intern(&loaded.str_is_rank_in_mesh, "_is_current_rank_part_of_mesh") &&
       intern(&loaded.str_unwrap_to_op_info, "unwrap_to_op_info") &&
-      intern(&loaded.str_propagate_slow_path, "_propagate_op_sharding_dispatch_slow_path");
+      intern(&loaded.str_propagate_slow_path, "_propagate_op_sharding_dispatch_slow_path") &&
+      intern(&loaded.str_active, "_active");
   if (!interned) {
     return false;
   }

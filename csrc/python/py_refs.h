@@ -26,6 +26,11 @@ struct PyRefs {
   // torch.Tensor._dtensor__new__(cls, local_tensor, spec, requires_grad=...)
   PyObject* dtensor_new = nullptr;
   PyObject* op_dispatcher = nullptr;          // DTensor._op_dispatcher
+  // Functions and state stock's dispatch module (torch.distributed.tensor.
+  // _dispatch) uses, taken from that module so torchshard calls the same ones.
+  PyObject* return_and_correct_aliasing = nullptr;
+  PyObject* redistribute_local_tensor = nullptr;
+  PyObject* explicit_redistribution_state = nullptr;  // ExplicitRedistributionContext._local
 
   // Interned attribute names.
   PyObject* str_hash = nullptr;  // "_hash"
@@ -42,6 +47,7 @@ struct PyRefs {
   PyObject* str_is_rank_in_mesh = nullptr;       // "_is_current_rank_part_of_mesh"
   PyObject* str_unwrap_to_op_info = nullptr;
   PyObject* str_propagate_slow_path = nullptr;   // "_propagate_op_sharding_dispatch_slow_path"
+  PyObject* str_active = nullptr;                // "_active"
 };
 
 // Valid after init_py_refs() returned true.
@@ -51,9 +57,13 @@ const PyRefs& py_refs();
 // returns false if DTensor does not look as torchshard expects.
 bool init_py_refs();
 
+inline PyObject** slot_address(PyObject* object, Py_ssize_t offset) {
+  return reinterpret_cast<PyObject**>(reinterpret_cast<char*>(object) + offset);
+}
+
 // Reads an object slot at a byte offset; returns a borrowed reference.
 inline PyObject* read_slot(PyObject* object, Py_ssize_t offset) {
-  return *reinterpret_cast<PyObject**>(reinterpret_cast<char*>(object) + offset);
+  return *slot_address(object, offset);
 }
 
 inline PyObject* dtensor_spec(PyObject* dtensor) {

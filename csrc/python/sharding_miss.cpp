@@ -1,7 +1,10 @@
 #include "csrc/python/sharding_miss.h"
 
+#include "csrc/python/local_redistribution.h"
 #include "csrc/python/py_refs.h"
 #include "csrc/python/spec_equality.h"
+
+#include <torch/csrc/Dtype.h>
 
 #include <optional>
 
@@ -40,7 +43,8 @@ std::optional<std::vector<std::vector<py::object>>> specs_per_return(const OpDes
   std::vector<std::vector<py::object>> result(returns.size());
   for (size_t i = 0; i < returns.size(); ++i) {
     if (returns[i] == ReturnKind::kTensor) {
-      if (!is_wrappable_spec(per_return[i])) {
+      // None: an output the op did not compute (output_mask); stock returns None.
+      if (!per_return[i].is_none() && !is_wrappable_spec(per_return[i])) {
         return std::nullopt;
       }
       result[i].push_back(py::reinterpret_borrow<py::object>(per_return[i]));
@@ -57,6 +61,91 @@ std::optional<std::vector<std::vector<py::object>>> specs_per_return(const OpDes
     }
   }
   return result;
+}
+
+// The stand-in local results of a rank outside the mesh, per output spec.
+std::vector<std::vector<AbsentLocal>> absent_locals_for(
+    const std::vector<std::vector<py::object>>& return_specs) {
+  const PyRefs& refs = py_refs();
+  std::vector<std::vector<AbsentLocal>> result;
+  for (const auto& specs : return_specs) {
+    auto& locals = result.emplace_back();
+    for (const auto& spec : specs) {
+      py::object meta = spec.attr(refs.str_tensor_meta);
+      py::object dtype = meta.attr(refs.str_dtype);
+      if (Py_TYPE(dtype.ptr()) != &THPDtypeType) {
+        throw py::type_error("torchshard: tensor_meta.dtype is not a torch.dtype");
+      }
+      locals.push_back({reinterpret_cast<THPDtype*>(dtype.ptr())->scalar_type,
+                        py::len(meta.attr(refs.str_shape)) == 0});
+    }
+  }
+  return result;
+}
+
+// Stock's in-place tail: None without an output spec, else args[0], whose
+// spec is replaced when the placements changed. The key holds args[0]'s
+// spec, so that comparison gives the same answer for every hit.
+std::optional<DeclineReason> plan_inplace(py::handle output_spec, PyObject* args, CacheEntry& entry) {
+  if (output_spec.is_none()) {
+    entry.inplace_result = InplaceResult::kNone;
+    return std::nullopt;
+  }
+  PyObject* self = PyTuple_GET_SIZE(args) > 0 ? PyTuple_GET_ITEM(args, 0) : nullptr;
+  if (!is_wrappable_spec(output_spec) || self == nullptr || Py_TYPE(self) != py_refs().dtensor_type) {
+    return DeclineReason::kUnsupportedOutput;  // stock asserts; let it
+  }
+  py::handle self_spec(dtensor_spec(self));
+  const PyRefs& refs = py_refs();
+  if (self_spec.attr(refs.str_placements).equal(output_spec.attr(refs.str_placements))) {
+    entry.inplace_result = InplaceResult::kSelf;
+  } else {
+    entry.inplace_result = InplaceResult::kRespecced;
+    entry.inplace_spec = py::reinterpret_borrow<py::object>(output_spec);
+  }
+  return std::nullopt;
+}
+
+// Stock reads every out= DTensor from kwargs by name.
+bool out_arguments_in_kwargs(const OpDescriptor& op, PyObject* kwargs) {
+  for (const size_t index : op.out_arguments()) {
+    PyObject* value = kwargs ? PyDict_GetItemWithError(kwargs, op.argument_name(index)) : nullptr;
+    if (value == nullptr || Py_TYPE(value) != py_refs().dtensor_type) {
+      if (PyErr_Occurred()) {
+        throw py::error_already_set();
+      }
+      return false;
+    }
+  }
+  return true;
+}
+
+// Fills the entry for a call stock would run locally (or stand in for, off
+// the mesh) and wrap; returns a reason when the call must go to stock instead.
+std::optional<DeclineReason> plan_results(const OpDescriptor& op, py::handle output_spec,
+                                          PyObject* args, PyObject* kwargs, CacheEntry& entry) {
+  if (op.kind() == OpKind::kInplace) {
+    return plan_inplace(output_spec, args, entry);
+  }
+  if (op.kind() == OpKind::kOutVariant && !out_arguments_in_kwargs(op, kwargs)) {
+    return DeclineReason::kUnsupportedArg;
+  }
+  auto return_specs = specs_per_return(op, output_spec);
+  if (!return_specs) {
+    return DeclineReason::kUnsupportedOutput;
+  }
+  entry.return_specs = std::move(*return_specs);
+  if (!entry.participating && op.kind() != OpKind::kOutVariant) {
+    for (const auto& specs : entry.return_specs) {
+      for (const auto& spec : specs) {
+        if (spec.is_none()) {
+          return DeclineReason::kNotParticipating;  // stock has no stand-in for it either
+        }
+      }
+    }
+    entry.absent_locals = absent_locals_for(entry.return_specs);
+  }
+  return std::nullopt;
 }
 
 CacheEntryPtr decided(CacheEntry&& entry) {
@@ -86,22 +175,15 @@ MissOutcome propagate_on_miss(const OpDescriptor& op, const OpKey& key, PyObject
       // returns that result directly; let it do so.
       return outcome;
     }
-    if (sharding.attr(refs.str_needs_redistribute).cast<bool>()) {
-      entry.decline = DeclineReason::kNeedsRedistribute;
-      outcome.entry = decided(std::move(entry));
-      return outcome;
-    }
     py::object mesh = op_info.attr(refs.str_compute_mesh);
-    if (!mesh.attr(refs.str_is_rank_in_mesh)().cast<bool>()) {
-      entry.decline = DeclineReason::kNotParticipating;
-      outcome.entry = decided(std::move(entry));
-      return outcome;
+    entry.participating = mesh.attr(refs.str_is_rank_in_mesh)().cast<bool>();
+    if (sharding.attr(refs.str_needs_redistribute).cast<bool>()) {
+      entry.decline = entry.participating
+          ? plan_local_redistribution(op, op_info, sharding, args, kwargs, entry)
+          : DeclineReason::kNeedsRedistribute;
     }
-    auto return_specs = specs_per_return(op, sharding.attr(refs.str_output_spec));
-    if (!return_specs) {
-      entry.decline = DeclineReason::kUnsupportedOutput;
-    } else {
-      entry.return_specs = std::move(*return_specs);
+    if (!entry.decline) {
+      entry.decline = plan_results(op, sharding.attr(refs.str_output_spec), args, kwargs, entry);
     }
     outcome.entry = decided(std::move(entry));
     return outcome;

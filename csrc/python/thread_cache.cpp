@@ -112,8 +112,9 @@ CacheStatsSnapshot ThreadCacheRegistry::snapshot() {
   CacheStatsSnapshot result;
   std::lock_guard<std::mutex> lock(mutex_);
   result.retired = retired_;
-  result.retired.declines[static_cast<size_t>(DeclineReason::kNoThreadCache)] +=
-      declines_without_cache.load(std::memory_order_relaxed);
+  const uint64_t uncached = declines_without_cache.load(std::memory_order_relaxed);
+  result.retired.calls += uncached;
+  result.retired.declines[static_cast<size_t>(DeclineReason::kNoThreadCache)] += uncached;
   result.threads.reserve(live_.size());
   for (const ThreadCache* cache : live_) {
     result.threads.push_back({cache->thread_ident_, cache->cache_.size(), cache->counters_});
@@ -167,12 +168,10 @@ BoundedCache<CacheEntryPtr>::Map ThreadCache::take_entries_or_defer() {
 
 CacheEntryPtr ThreadCache::find(const OpKey& key) {
   // Copied out before a deferred clear can run: the entry outlives it.
-  CacheEntryPtr entry = with_map([&](BoundedCache<CacheEntryPtr>& cache) {
+  return with_map([&](BoundedCache<CacheEntryPtr>& cache) {
     const CacheEntryPtr* found = cache.find(key);
     return found ? *found : nullptr;
   });
-  ++(entry ? counters_.hits : counters_.misses);
-  return entry;
 }
 
 void ThreadCache::insert(const OpKey& key, CacheEntryPtr entry) {

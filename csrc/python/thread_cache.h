@@ -41,7 +41,7 @@ class ThreadCache {
   // Counts a decline for a call that had no thread cache to count into.
   static void count_decline_without_cache();
 
-  // Looks `key` up and counts a hit or a miss.
+  // Looks `key` up (the caller records the hit or miss).
   CacheEntryPtr find(const OpKey& key);
   // Stores an entry under the configured capacity (see bounded_cache.h for
   // the eviction policy); a no-op once shutdown has begun.

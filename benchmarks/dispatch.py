@@ -92,6 +92,7 @@ def build_cases(world_size: int) -> list[Case]:
     r2 = dt((64, 64), [Replicate(), Replicate()], mesh_2d)
     s2 = dt((rows, 64), [Shard(0), Replicate()], mesh_2d)
     params = [dt((64, 64), [Shard(0)]) for _ in range(8)]
+    out = dt((rows, 64), [Shard(0)])
     F = torch.nn.functional
 
     def case(name, placements, fn, *args, **kwargs):
@@ -121,9 +122,14 @@ def build_cases(world_size: int) -> list[Case]:
         case("to(float64)", "S(0)", lambda x: x.to(torch.float64), a),
         case("add partial", "P + P", torch.add, partial, partial),
         case("_foreach_add (8 params)", "S(0) x8", torch._foreach_add, params, 1.0),
+        case("_foreach_add_ (8 params) [in-place]", "S(0) x8", torch._foreach_add_, params, 0.0),
         case("detach [view]", "S(0)", torch.detach, a),
         case("t [view]", "S(0)", torch.t, a),
+        case("view [view]", "S(0)", lambda x: x.view(-1, 8, 8), a),
         case("add_ [in-place]", "S(0)", lambda x, y: x.add_(y, alpha=0.0), a, b),
+        case("mul_(x, lr) [in-place, py scalar]", "S(0)", lambda x: x.mul_(1.0), a),
+        case("copy_ [in-place]", "S(0)", lambda x, y: x.copy_(y), a, b),
+        case("add(out=) [out variant]", "S(0)", lambda x, y, o: torch.add(x, y, out=o), a, b, out),
         case("add 2-D mesh", "S(0)S(1)", torch.add, a2, b2),
         case("mm 2-D mesh", "S(0)R @ RR", torch.mm, s2, r2),
     ]

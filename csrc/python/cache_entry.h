@@ -41,6 +41,7 @@ struct AbsentLocal {
 // (a call whose sharding needed redistribution; see local_redistribution.h).
 struct LocalArgument {
   size_t position = 0;
+  std::optional<size_t> item;  // an item of a list argument (foreach ops)
   py::object replacement;  // a non-tensor value from the suggested schema, or
   py::object from_spec;    // redistribute the DTensor's local tensor from
   py::object to_spec;      // this spec to that one

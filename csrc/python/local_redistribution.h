@@ -2,15 +2,15 @@
 // (OutputSharding.needs_redistribute), the way stock's
 // OpDispatcher.redistribute_local_args does it, without going back to stock:
 //
-//  - a DTensor argument whose spec differs from the suggested one is
-//    redistributed with stock's own redistribute_local_tensor(local, from,
+//  - a DTensor argument (or list item, for the foreach ops stock flattens
+//    with pytree) whose spec differs from the suggested one is redistributed with stock's own redistribute_local_tensor(local, from,
 //    to) (the collectives are stock's, run from C++);
 //  - with use_val_from_redistribute_schema, non-tensor arguments take the
 //    suggested schema's values (a view's shape becomes the local shape).
 //
 // Planned once on a cache miss into the entry; what stock would do
-// differently is declined instead: a rewritten op, pytree-flattened
-// arguments (foreach lists), out= ops, an in-place op's written argument,
+// differently is declined instead: a rewritten op, arguments nested deeper
+// than one list level, out= ops, an in-place op's written argument (or list),
 // ranks outside the mesh, replaced values
 // the key does not pin down, and, at call time, an active
 // ExplicitRedistributionContext (which must see the redistribution).

@@ -27,8 +27,9 @@ from torch.testing._internal.distributed.fake_pg import FakeStore
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import torchshard  # noqa: E402
-import workloads  # noqa: E402
+import workloads
+
+import torchshard
 
 SHAPES = {"small": workloads.SMALL, "medium": workloads.MEDIUM}
 

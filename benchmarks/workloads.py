@@ -17,8 +17,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
-import torch.nn as nn
 import torch.nn.functional as F
+from torch import nn
 from torch.distributed.device_mesh import DeviceMesh, init_device_mesh
 from torch.distributed.fsdp import fully_shard
 from torch.distributed.tensor import Replicate, Shard
@@ -30,7 +30,7 @@ from torch.distributed.tensor.parallel import (
     parallelize_module,
 )
 
-__all__ = ["Shapes", "SMALL", "MEDIUM", "Workload", "WORKLOADS", "build"]
+__all__ = ["MEDIUM", "SMALL", "WORKLOADS", "Shapes", "Workload", "build"]
 
 
 @dataclass(frozen=True)
@@ -152,17 +152,24 @@ class Workload:
         return loss.detach()
 
 
-def _input_maker(shapes: Shapes, seq: int, seed: int) -> Callable[[int], torch.Tensor]:
+def _input_maker(
+    shapes: Shapes, seq: int, seed: int, per_rank: bool
+) -> Callable[[int], torch.Tensor]:
+    """Step inputs: the same on every rank (``per_rank=False``, a replicated input) or
+    each rank's own slice of the data (sequence or batch parallel), so that reductions
+    over ranks combine different values."""
+    rank = torch.distributed.get_rank() if per_rank else 0
+
     def make_input(step: int) -> torch.Tensor:
-        generator = torch.Generator().manual_seed(seed * 1000 + step)
+        generator = torch.Generator().manual_seed((seed * 1000 + step) * 1009 + rank)
         return torch.randn(shapes.batch, seq, shapes.dim, generator=generator)
 
     return make_input
 
 
 def _optimizer(model: nn.Module, variant: str) -> torch.optim.Optimizer:
-    flags = {"foreach": dict(foreach=True), "fused": dict(fused=True),
-             "for-loop": dict(foreach=False)}[variant]
+    flags = {"foreach": {"foreach": True}, "fused": {"fused": True},
+             "for-loop": {"foreach": False}}[variant]
     return torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.01, **flags)
 
 
@@ -174,20 +181,20 @@ def build(name: str, shapes: Shapes = SMALL, optimizer: str = "foreach", seed: i
         mesh = init_device_mesh("cpu", (world,))
         model: nn.Module = MLP(shapes.dim, shapes.hidden)
         _tp_mlp(model, mesh)
-        make_input = _input_maker(shapes, shapes.seq, seed)
+        make_input = _input_maker(shapes, shapes.seq, seed, per_rank=False)
     elif name == "tp_block":
         mesh = init_device_mesh("cpu", (world,))
         model = Block(shapes)
         _tp_block(model, mesh)
         # Sequence parallel: each rank feeds its own slice of the sequence.
-        make_input = _input_maker(shapes, shapes.seq // world, seed)
+        make_input = _input_maker(shapes, shapes.seq // world, seed, per_rank=True)
     elif name == "fsdp":
         mesh = init_device_mesh("cpu", (world,))
         model = Transformer(shapes)
         for layer in model.layers:
             fully_shard(layer, mesh=mesh)
         fully_shard(model, mesh=mesh)
-        make_input = _input_maker(shapes, shapes.seq, seed)
+        make_input = _input_maker(shapes, shapes.seq, seed, per_rank=True)
     elif name == "fsdp_tp":
         if world % 2:
             raise ValueError("fsdp_tp needs an even world size")
@@ -198,7 +205,7 @@ def build(name: str, shapes: Shapes = SMALL, optimizer: str = "foreach", seed: i
             fully_shard(layer, mesh=mesh_2d["dp"])
         parallelize_module(model, mesh_2d["tp"], {"norm": SequenceParallel()})
         fully_shard(model, mesh=mesh_2d["dp"])
-        make_input = _input_maker(shapes, shapes.seq // (world // 2), seed)
+        make_input = _input_maker(shapes, shapes.seq // (world // 2), seed, per_rank=True)
     else:
         raise ValueError(f"unknown workload {name!r}; known: {', '.join(WORKLOADS)}")
     return Workload(name, model, _optimizer(model, optimizer), make_input)

@@ -37,7 +37,7 @@ enum class KeyTag : uint64_t {
   kList,              // + length; the items follow
   kKwarg,             // + schema argument index; the value follows
   kPlainTensor,       // + dtype, + ndim; then sizes and strides
-  kNumberKind,        // + kind (bool/int/float/complex), value not keyed
+  kNumberKind,        // + kind (bool/int/float), value not keyed
 };
 
 using SpecHandle = const void*;

@@ -158,11 +158,14 @@ PyObject* dispatch(const OpDescriptor& op, ThreadCache& cache, PyObject* func, P
 PyObject* dispatch_and_record(const OpDescriptor& op, PyObject* func, PyObject* args,
                               PyObject* kwargs) {
   ThreadCache* cache = ThreadCache::current();
+  CallOutcome outcome;
   if (cache == nullptr) {
     ThreadCache::count_decline_without_cache();
+    if (op_tallies_enabled()) {
+      record_op_call(op, CallOutcome{CallOutcome::Lookup::kNone, DeclineReason::kNoThreadCache, false});
+    }
     Py_RETURN_NOTIMPLEMENTED;
   }
-  CallOutcome outcome;
   PyObject* result = dispatch(op, *cache, func, args, kwargs, outcome);
   cache->counters().record(outcome);
   if (op_tallies_enabled()) {

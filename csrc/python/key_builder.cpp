@@ -20,7 +20,7 @@ enum class EnumKind : uint64_t { kDtype = 1, kLayout, kMemoryFormat, kDevice };
 
 // Kinds of Python numbers, the payload of KeyTag::kNumberKind. The kind is
 // all type promotion reads from a number, so it is all a value-blind op keys.
-enum class NumberKind : uint64_t { kBool = 1, kInt, kFloat, kComplex };
+enum class NumberKind : uint64_t { kBool = 1, kInt, kFloat };
 
 class KeyBuilder {
  public:
@@ -71,9 +71,8 @@ class KeyBuilder {
     if (type == &PyFloat_Type) {
       return NumberKind::kFloat;
     }
-    if (type == &PyComplex_Type) {
-      return NumberKind::kComplex;
-    }
+    // Complex numbers are left to stock, which fails to hash them where it
+    // keys values (pow.Tensor_Scalar(x, 1j) raises there).
     return std::nullopt;
   }
 
@@ -97,9 +96,10 @@ class KeyBuilder {
     return std::nullopt;
   }
 
-  // Stock treats a plain tensor as replicated if it has one element (a
-  // one-element 1-d tensor also warns, so it stays with stock), or any plain
-  // tensor while implicit replication is on; otherwise it raises.
+  // Stock treats a plain tensor as replicated if it has one element, or any
+  // plain tensor while implicit replication is on; otherwise it raises. A
+  // one-element 1-d tensor makes stock warn on every call, so it stays with
+  // stock.
   std::optional<DeclineReason> add_plain_tensor(PyObject* object) {
     if (Py_TYPE(object) != reinterpret_cast<PyTypeObject*>(THPVariableClass)) {
       return DeclineReason::kPlainTensorArg;
@@ -110,8 +110,10 @@ class KeyBuilder {
     }
     const int64_t numel = tensor.numel();
     const int64_t ndim = tensor.dim();
-    const bool replicable = (numel == 1 && ndim != 1) || at::get_dtensor_allow_implicit_replication();
-    if (!replicable) {
+    if (numel == 1 && ndim == 1) {
+      return DeclineReason::kPlainTensorArg;
+    }
+    if (numel != 1 && !at::get_dtensor_allow_implicit_replication()) {
       return DeclineReason::kPlainTensorArg;
     }
     key_.add(KeyTag::kPlainTensor, static_cast<uint64_t>(tensor.scalar_type()), static_cast<uint64_t>(ndim));

@@ -33,8 +33,9 @@ struct RuntimeSchemaInfo {
   std::vector<std::string> static_kwargkey;
   // Set for ops whose sharding strategy never reads a Python number's value
   // (stock's pointwise strategies look at tensor metadata only): numbers are
-  // then keyed by kind (bool/int/float/complex, which decides the output
+  // then keyed by kind (bool/int/float, which decides the output
   // dtype), so a changing learning rate or step count reuses one entry.
+  // (Complex numbers are never value-blind: see key_builder.cpp.)
   bool value_blind_scalars = false;
 };
 

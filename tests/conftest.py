@@ -18,6 +18,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
+import torch
 import torch.distributed as dist
 from torch.distributed.device_mesh import DeviceMesh, init_device_mesh
 from torch.testing._internal.distributed.fake_pg import FakeStore
@@ -59,8 +60,14 @@ def mesh(mesh_1d: DeviceMesh) -> DeviceMesh:
 
 @pytest.fixture
 def fresh_torchshard() -> Iterator[None]:
-    """Each test starts enabled, with empty caches and zero counters."""
+    """Each test starts enabled, with empty caches and zero counters.
+
+    Stock's own sharding cache is emptied too: its key ignores keyword values that
+    DTensor's schema info does not name, so an entry left by an earlier test (a
+    ``sum(1, dtype=torch.float64)``) could hand a later stock reference a stale spec.
+    """
     assert torchshard.is_enabled()
+    torch._C._clear_DTensor_sharding_propagator_cache()
     torchshard.clear_cache()
     torchshard.reset_stats()
     yield

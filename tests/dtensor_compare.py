@@ -9,8 +9,19 @@ with a path (e.g. ``result[1].placements``) naming the first field that differs:
 * plain tensor: the same, minus placements/mesh.
 * anything else: ``==``.
 
-Pass ``inputs=(stock_inputs, our_inputs)`` to also require the same aliasing pattern:
-every output's local storage must alias the same input positions in both runs.
+Pass ``inputs=(stock_inputs, our_inputs)`` to also require the same aliasing pattern,
+both for the local tensors (every output's local storage must alias the same input
+positions in both runs) and at the DTensor wrapper level (``wrapper_aliasing``): per
+output, whether it *is* an input (in-place and out= ops return the very object), whether
+its ``_base`` is an input, ``_is_view()``, whether its wrapper ``untyped_storage()`` is an
+input's (stock shares it for single-Tensor views, not for split/unbind list results),
+whether its local storage is an input's, and the same identities against earlier outputs.
+
+DTensors are also compared on their full ``_spec``: ``tensor_meta`` (shape, stride,
+dtype) and ``shard_order``, not just the placements and mesh.
+
+``version_deltas`` measures version-counter sharing: after an in-place op on each input,
+by how much every output's (and its local tensor's) ``_version`` moved.
 """
 
 from __future__ import annotations
@@ -21,7 +32,14 @@ from typing import Any
 import torch
 from torch.distributed.tensor import DTensor
 
-__all__ = ["assert_same_result", "bitwise_equal", "local_of", "aliasing_pattern"]
+__all__ = [
+    "aliasing_pattern",
+    "assert_same_result",
+    "bitwise_equal",
+    "local_of",
+    "version_deltas",
+    "wrapper_aliasing",
+]
 
 
 def local_of(t: torch.Tensor) -> torch.Tensor:
@@ -51,6 +69,13 @@ def _grad_fn_name(t: torch.Tensor) -> str | None:
     return None if t.grad_fn is None else type(t.grad_fn).__name__
 
 
+def _tensor_meta(t: DTensor) -> tuple[Any, ...] | None:
+    meta = t._spec.tensor_meta
+    if meta is None:
+        return None
+    return (tuple(meta.shape), tuple(meta.stride), meta.dtype)
+
+
 def _fail(path: str, what: str, stock: Any, ours: Any) -> None:
     raise AssertionError(f"{path}.{what} differs: stock={stock!r} torchshard={ours!r}")
 
@@ -65,6 +90,9 @@ def _compare_tensor(path: str, stock: torch.Tensor, ours: torch.Tensor) -> None:
     if isinstance(stock, DTensor):
         _check(path, "placements", tuple(stock.placements), tuple(ours.placements))
         _check(path, "device_mesh", stock.device_mesh, ours.device_mesh)
+        _check(path, "spec.tensor_meta", _tensor_meta(stock), _tensor_meta(ours))
+        _check(path, "spec.shard_order", getattr(stock._spec, "shard_order", None),
+               getattr(ours._spec, "shard_order", None))
     _check(path, "shape", tuple(stock.shape), tuple(ours.shape))
     _check(path, "stride", tuple(stock.stride()), tuple(ours.stride()))
     _check(path, "dtype", stock.dtype, ours.dtype)
@@ -127,6 +155,89 @@ def aliasing_pattern(outputs: Any, inputs: Sequence[Any]) -> list[tuple[int, ...
     return pattern
 
 
+def _storage_id(t: torch.Tensor) -> int | None:
+    """The StorageImpl behind ``t`` (identity, not data pointer), or None without one."""
+    try:
+        return t.untyped_storage()._cdata
+    except (RuntimeError, NotImplementedError, TypeError):
+        return None
+
+
+def _positions(inputs: Sequence[Any]) -> list[tuple[str, torch.Tensor]]:
+    """Every tensor in ``inputs`` with its position: ``"2"``, or ``"2.1"`` inside a list."""
+    found = []
+    for i, value in enumerate(inputs):
+        if isinstance(value, torch.Tensor):
+            found.append((str(i), value))
+        elif isinstance(value, (tuple, list)):
+            for j, t in enumerate(_flat_tensors(value)):
+                found.append((f"{i}.{j}", t))
+    return found
+
+
+def wrapper_aliasing(outputs: Any, inputs: Sequence[Any]) -> list[dict[str, Any]]:
+    """Per output tensor, how it aliases the inputs (and earlier outputs) at wrapper level.
+
+    Keys: ``is`` (input positions that are this very object), ``base`` (positions its
+    ``_base`` is; ``None`` when it has no base; ``"other"`` for a base that is no input),
+    ``is_view``, ``storage`` (positions whose wrapper ``untyped_storage()`` is the same
+    StorageImpl), ``local_storage`` (the same for the local tensors), and ``is_output`` /
+    ``storage_output`` (earlier outputs it is / shares wrapper storage with).
+    """
+    ins = _positions(inputs)
+    in_storage = [(pos, _storage_id(t)) for pos, t in ins]
+    in_local_storage = [(pos, _storage_id(local_of(t))) for pos, t in ins]
+    outs = _flat_tensors(outputs)
+    pattern = []
+    for k, out in enumerate(outs):
+        storage, local_storage = _storage_id(out), _storage_id(local_of(out))
+        base = out._base
+        if base is None:
+            base_pos: Any = None
+        else:
+            base_pos = tuple(pos for pos, t in ins if base is t) or "other"
+        pattern.append({
+            "is": tuple(pos for pos, t in ins if out is t),
+            "base": base_pos,
+            "is_view": out._is_view(),
+            "storage": tuple(pos for pos, sid in in_storage if storage is not None and sid == storage),
+            "local_storage": tuple(
+                pos for pos, sid in in_local_storage if local_storage is not None and sid == local_storage
+            ),
+            "is_output": tuple(j for j in range(k) if outs[j] is out),
+            "storage_output": tuple(
+                j for j in range(k) if storage is not None and _storage_id(outs[j]) == storage
+            ),
+        })
+    return pattern
+
+
+def version_deltas(outputs: Any, inputs: Sequence[Any],
+                   bump: Any = None) -> list[tuple[str, list[tuple[int, int]]]]:
+    """Bump each input tensor in place (``bump(t)``; default: ``increment_version``) and
+    record, per input, how far every output's ``_version`` and its local tensor's moved.
+
+    Views share their base's version counter; fresh results do not. The outputs' values
+    must not depend on the bump (use a value-preserving in-place op).
+    """
+    outs = _flat_tensors(outputs)
+    result = []
+    for pos, t in _positions(inputs):
+        before = [(o._version, local_of(o)._version) for o in outs]
+        if bump is None:
+            torch.autograd.graph.increment_version(t)
+            outcome = "ok"
+        else:
+            try:
+                bump(t)
+                outcome = "ok"
+            except Exception as exc:  # noqa: BLE001 - the type is compared
+                outcome = type(exc).__name__
+        after = [(o._version, local_of(o)._version) for o in outs]
+        result.append((f"{pos}:{outcome}", [(a[0] - b[0], a[1] - b[1]) for a, b in zip(after, before)]))
+    return result
+
+
 def assert_same_result(
     stock: Any,
     ours: Any,
@@ -137,7 +248,8 @@ def assert_same_result(
     """Assert that torchshard's result ``ours`` matches stock DTensor's ``stock`` exactly.
 
     ``inputs``: optional ``(stock_inputs, our_inputs)``; when given, the outputs must
-    alias the same input positions in both runs (views alias, functional ops do not).
+    alias the same input positions in both runs (views alias, functional ops do not),
+    for the local tensors and at the wrapper level (see ``wrapper_aliasing``).
     """
     _compare(path, stock, ours)
     if inputs is not None:
@@ -145,6 +257,12 @@ def assert_same_result(
         our_alias = aliasing_pattern(ours, inputs[1])
         if stock_alias != our_alias:
             _fail(path, "aliasing (input positions per output)", stock_alias, our_alias)
+        stock_wrapper = wrapper_aliasing(stock, inputs[0])
+        our_wrapper = wrapper_aliasing(ours, inputs[1])
+        for k, (s_alias, o_alias) in enumerate(zip(stock_wrapper, our_wrapper)):
+            for what in s_alias:
+                if s_alias[what] != o_alias[what]:
+                    _fail(f"{path}<output {k}>", f"wrapper aliasing[{what}]", s_alias[what], o_alias[what])
 
 
 def assert_same_dtensor(stock: object, ours: object) -> None:

@@ -42,6 +42,23 @@ def rule_for(op):
     return find_torch_dispatch_rule(op, DTensor)
 
 
+# --- public names ----------------------------------------------------------------------
+
+
+def test_public_names_are_exported():
+    """Guards the API surface: __all__ names each public entry point once, every one of
+    them exists, and the explain() API (explain, ExplainReport, OpReport) is part of it."""
+    exported = torchshard.__all__
+    assert len(exported) == len(set(exported))
+    for name in exported:
+        assert hasattr(torchshard, name), name
+    for name in ("explain", "ExplainReport", "OpReport"):
+        assert name in exported, name
+    assert callable(torchshard.explain)
+    assert isinstance(torchshard.ExplainReport, type)
+    assert isinstance(torchshard.OpReport, type)
+
+
 # --- enable / disable / disabled() -------------------------------------------------
 
 
@@ -293,12 +310,14 @@ def test_stats_keys_and_types(mesh):
     a = make(mesh)
     a + a
     stats = torchshard.stats()
-    for key in ("hits", "misses", "native_calls", "declined", "evictions", "entries", "capacity"):
+    for key in ("calls", "hits", "misses", "native_calls", "declined", "evictions", "entries",
+                "capacity"):
         assert isinstance(stats[key], int), key
     assert isinstance(stats["declines"], dict)
     assert isinstance(stats["threads"], dict)
     mine = stats["threads"][threading.get_ident()]
-    for key in ("hits", "misses", "native_calls", "declined", "declines", "evictions", "entries"):
+    for key in ("calls", "hits", "misses", "native_calls", "declined", "declines", "evictions",
+                "entries"):
         assert key in mine, key
 
 

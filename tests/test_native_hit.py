@@ -122,16 +122,13 @@ def test_keepdim_is_part_of_the_key(mesh):
 def test_step_varying_non_static_scalar_does_not_grow_entries(mesh):
     """Guards against one cache entry per optimizer step.
 
-    ``alpha`` of add.Tensor is a kwarg that DTensor's schema info does not mark static,
-    so a changing learning rate must reuse one entry, while each result still uses its
-    own lr.
+    add.Tensor has stock's value-blind pointwise strategy, so its ``alpha`` keyword is
+    keyed by kind: a changing learning rate must reuse one entry, while each result
+    still uses its own lr.
     """
-    info = DTensor._op_dispatcher.sharding_propagator.op_to_schema_info_for_single_dim_strategy.get(
-        aten.add.Tensor
-    ) or DTensor._op_dispatcher.sharding_propagator.op_to_schema_info.get(aten.add.Tensor)
-    assert "alpha" not in list((info.static_kwargkey or []) if info else []), (
-        "precondition: alpha is not static for add.Tensor in this torch"
-    )
+    from torchshard._hook import _has_value_blind_strategy
+
+    assert _has_value_blind_strategy(aten.add.Tensor), "precondition: add.Tensor is pointwise"
     p = distribute_tensor(torch.randn(8, 8), mesh, [Shard(0)])
     g = distribute_tensor(torch.randn(8, 8), mesh, [Shard(0)])
 
@@ -259,3 +256,25 @@ def test_different_shapes_are_different_entries(mesh):
     assert torchshard.stats()["entries"] == 2
     assert_same_dtensor(stock(lambda: x.sum(dim=1)), ours_x)
     assert_same_dtensor(stock(lambda: y.sum(dim=1)), ours_y)
+
+
+def test_every_keyword_value_is_keyed(mesh):
+    """Guards the key against stock's stale-spec bug: ``dtype=`` is not in sum's
+    static_kwargkey, yet it decides the output spec. torchshard keys every keyword
+    value, so each call gets the spec of its own result; stock, started clean before
+    each call, agrees on every field."""
+    x = distribute_tensor(torch.randn(8, 12), mesh, [Shard(0)])
+    calls = [
+        lambda: x.sum(1, dtype=torch.float64),
+        lambda: x.sum(1),
+        lambda: x.sum(1, dtype=torch.float32),
+        lambda: x.sum(1, dtype=torch.float64),
+    ]
+    ours = [call() for call in calls]
+    stats = torchshard.stats()
+    assert stats["entries"] == 3  # dtype=float64, no dtype, dtype=float32
+    assert stats["hits"] == 1
+    for call, result in zip(calls, ours):
+        assert result._spec.tensor_meta.dtype == result._local_tensor.dtype
+        torch._C._clear_DTensor_sharding_propagator_cache()
+        assert_same_dtensor(stock(call), result)

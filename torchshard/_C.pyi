@@ -15,7 +15,6 @@ class NativeRule:
 def make_rule(
     op: OpOverload,
     static_argnum: int,
-    static_kwargkey: list[str],
     value_blind_scalars: bool,
     is_random: bool,
     has_custom_handler: bool,

@@ -79,7 +79,6 @@ def _rule_for(op: OpOverload):
         rule = _C.make_rule(
             op,
             static_argnum=info.static_argnum if info is not None else 100,
-            static_kwargkey=list(info.static_kwargkey or ()) if info is not None else [],
             value_blind_scalars=_has_value_blind_strategy(op),
             is_random=op in dispatcher._random_ops,
             has_custom_handler=op in dispatcher._custom_op_handlers,

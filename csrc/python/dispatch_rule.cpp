@@ -239,9 +239,9 @@ PyTypeObject* create_native_rule_type() {
 }
 
 py::object make_rule(py::handle overload, int64_t static_argnum,
-                     std::vector<std::string> static_kwargkey, bool value_blind_scalars,
+                     bool value_blind_scalars,
                      bool is_random, bool has_custom_handler) {
-  RuntimeSchemaInfo info{static_argnum, std::move(static_kwargkey), value_blind_scalars};
+  RuntimeSchemaInfo info{static_argnum, value_blind_scalars};
   auto op = std::make_unique<OpDescriptor>(overload.ptr(), std::move(info), is_random, has_custom_handler);
   auto* rule = PyObject_New(NativeRuleObject, native_rule_type);
   if (rule == nullptr) {
@@ -270,7 +270,7 @@ void init_rule_bindings(py::module_& module) {
   Py_INCREF(native_rule_type);  // one reference for the module attribute, one kept here
   module.add_object("NativeRule", reinterpret_cast<PyObject*>(native_rule_type));
   module.def("make_rule", &make_rule, py::arg("op"), py::arg("static_argnum"),
-             py::arg("static_kwargkey"), py::arg("value_blind_scalars"), py::arg("is_random"),
+             py::arg("value_blind_scalars"), py::arg("is_random"),
              py::arg("has_custom_handler"),
              "Create the native torch_dispatch rule for one DTensor OpOverload.");
   module.def("op_decline_reason", &op_decline_reason, py::arg("rule"),

@@ -206,7 +206,11 @@ std::optional<DeclineReason> build_op_key(const OpDescriptor& op, PyObject* args
         return DeclineReason::kUnsupportedArg;
       }
       key.add(KeyTag::kKwarg, *index);
-      if (auto reason = builder.add_argument(value, op.is_static_argument(*index))) {
+      // Every keyword value is keyed, static_kwargkey or not: stock's own key
+      // skips the others, so `x.sum(1, dtype=torch.float64)` and `x.sum(1)`
+      // share its entry and the second gets a float64 spec for a float32
+      // result. Numbers of value-blind ops (alpha=-lr) still key by kind.
+      if (auto reason = builder.add_argument(value, /*keyed_if_scalar=*/true)) {
         return reason;
       }
     }

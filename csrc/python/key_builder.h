@@ -5,9 +5,10 @@
 // of positional args (after trailing defaults were dropped), every DTensor's
 // spec, every None, lists as length plus items, every plain tensor stock
 // would replicate (by dtype/shape/stride, since stock builds a fresh
-// replicated spec for it), and non-tensor values only where the op's
-// RuntimeSchemaInfo says they affect sharding (positional index >=
-// static_argnum, keyword names in static_kwargkey). Ops whose strategy is
+// replicated spec for it), non-tensor positional values only where the op's
+// RuntimeSchemaInfo says they affect sharding (index >= static_argnum), and
+// every keyword value (a dtype= changes the output spec even where stock's
+// key ignores it). Ops whose strategy is
 // value-blind (RuntimeSchemaInfo::value_blind_scalars) key a Python number by
 // its kind only. Step-varying scalars such as a learning rate, a bias
 // correction or a foreach scalar list therefore never grow the cache.

@@ -37,12 +37,9 @@ OpDescriptor::OpDescriptor(PyObject* overload, RuntimeSchemaInfo info, bool is_r
       key_id_(next_key_id.fetch_add(1, std::memory_order_relaxed)) {
   Py_INCREF(overload_);
   const auto& arguments = schema().arguments();
-  static_argument_.resize(arguments.size());
   argument_names_.reserve(arguments.size());
   for (size_t i = 0; i < arguments.size(); ++i) {
     const auto& name = arguments[i].name();
-    static_argument_[i] = std::find(info_.static_kwargkey.begin(), info_.static_kwargkey.end(),
-                                    name) != info_.static_kwargkey.end();
     argument_names_.push_back(PyUnicode_InternFromString(name.c_str()));
     if (argument_names_.back() == nullptr) {
       throw py::error_already_set();

@@ -30,7 +30,7 @@ namespace torchshard {
 // encodes lists item by item whatever that flag says.
 struct RuntimeSchemaInfo {
   int64_t static_argnum = 100;  // non-tensor positional args from here on are keyed
-  std::vector<std::string> static_kwargkey;
+  // static_kwargkey is not needed: every keyword value is keyed (key_builder.h).
   // Set for ops whose sharding strategy never reads a Python number's value
   // (stock's pointwise strategies look at tensor metadata only): numbers are
   // then keyed by kind (bool/int/float, which decides the output
@@ -74,7 +74,6 @@ class OpDescriptor {
   bool is_static_positional(size_t index) const {
     return static_cast<int64_t>(index) >= info_.static_argnum;
   }
-  bool is_static_argument(size_t schema_index) const { return static_argument_[schema_index]; }
   // Interned name of every schema argument, for kwargs lookups.
   PyObject* argument_name(size_t schema_index) const { return argument_names_[schema_index]; }
   // Schema index of a keyword argument, or nullopt for an unknown name.
@@ -102,7 +101,6 @@ class OpDescriptor {
   c10::OperatorHandle handle_;
   RuntimeSchemaInfo info_;
   uint64_t key_id_;
-  std::vector<bool> static_argument_;
   std::vector<PyObject*> argument_names_;
   std::vector<ReturnKind> returns_;
   std::vector<std::optional<size_t>> view_sources_;

@@ -168,8 +168,11 @@ MissOutcome propagate_on_miss(const OpDescriptor& op, const OpKey& key, PyObject
   }
   try {
     py::object op_info = dispatcher.attr(refs.str_unwrap_to_op_info)(func_object, args_tuple, kwargs_dict);
+    // try_cache=False, as the built-in path passes after a miss of its own
+    // native key: stock's Python propagation cache matches scalars with ==,
+    // so `x * 2.0` would get the entry (and output dtype) of `x * 2`.
     py::object sharding = dispatcher.attr(refs.str_propagate_slow_path)(
-        func_object, args_tuple, kwargs_dict, op_info, /*try_cache=*/true);
+        func_object, args_tuple, kwargs_dict, op_info, /*try_cache=*/false);
     if (Py_TYPE(sharding.ptr()) != refs.output_sharding_type) {
       // Inference mode decomposed a CompositeImplicitAutograd op: stock
       // returns that result directly; let it do so.

@@ -15,7 +15,6 @@ from __future__ import annotations
 import os
 import sys
 import tempfile
-import time
 import traceback
 import zlib
 from datetime import timedelta
@@ -23,7 +22,7 @@ from typing import Any
 
 import pytest
 import torch
-import torch.multiprocessing as mp
+from gloo_ranks import run_ranks
 
 WORLD_SIZE = 4
 OP_NAMES = (
@@ -63,9 +62,10 @@ def _worker(rank: int, init_file: str, tests_dir: str) -> None:
         timeout=timedelta(seconds=45),
     )
     try:
-        import torchshard
         from dtensor_compare import assert_same_result
         from test_parity import OPS, _build_bases, _case_id, _placement_combos, _run
+
+        import torchshard
 
         torch.manual_seed(0)
         meshes = {"1d": init_device_mesh("cpu", (4,)), "2d": init_device_mesh("cpu", (2, 2))}
@@ -116,29 +116,4 @@ def test_parity_real_values_gloo_world4() -> None:
     tests_dir = os.path.dirname(os.path.abspath(__file__))
     with tempfile.TemporaryDirectory() as tmp:
         init_file = os.path.join(tmp, "rendezvous")
-        env_before = os.environ.get("OMP_NUM_THREADS")
-        os.environ["OMP_NUM_THREADS"] = "1"  # 4 ranks on a small machine
-        try:
-            ctx = mp.start_processes(
-                _worker, args=(init_file, tests_dir), nprocs=WORLD_SIZE, join=False,
-                start_method="spawn",
-            )
-            try:
-                deadline = time.monotonic() + TIMEOUT_S
-                while not ctx.join(timeout=2):
-                    if time.monotonic() > deadline:
-                        for proc in ctx.processes:
-                            proc.kill()
-                        raise AssertionError(f"gloo ranks still running after {TIMEOUT_S} s")
-            except mp.ProcessRaisedException as exc:
-                # exc carries the child's formatted traceback in its message.
-                raise AssertionError(f"rank {exc.error_index} failed:\n{exc}") from None
-            except mp.ProcessExitedException as exc:
-                raise AssertionError(
-                    f"rank {exc.error_index} exited with code {exc.exit_code}"
-                ) from None
-        finally:
-            if env_before is None:
-                os.environ.pop("OMP_NUM_THREADS", None)
-            else:
-                os.environ["OMP_NUM_THREADS"] = env_before
+        run_ranks(_worker, (init_file, tests_dir), WORLD_SIZE, TIMEOUT_S)

@@ -34,7 +34,7 @@ from typing import Any
 
 import pytest
 import torch
-import torch.multiprocessing as mp
+from gloo_ranks import run_ranks
 
 TESTS_DIR = Path(__file__).resolve().parent
 BENCHMARKS_DIR = TESTS_DIR.parent / "benchmarks"
@@ -87,7 +87,8 @@ def _local_params(model: torch.nn.Module) -> list[torch.Tensor]:
     ]
 
 
-def _coverage_case(workloads: Any, name: str, optimizer: str) -> dict[str, Any]:
+def _warm_workload(workloads: Any, name: str, optimizer: str) -> Any:
+    """A fresh workload after WARMUP_STEPS steps, from empty caches and zero counters."""
     import torchshard
 
     torchshard.clear_cache()
@@ -95,6 +96,13 @@ def _coverage_case(workloads: Any, name: str, optimizer: str) -> dict[str, Any]:
     workload = workloads.build(name, optimizer=optimizer, seed=0)
     for step in range(WARMUP_STEPS):
         workload.step(step)
+    return workload
+
+
+def _coverage_case(workloads: Any, name: str, optimizer: str) -> dict[str, Any]:
+    import torchshard
+
+    workload = _warm_workload(workloads, name, optimizer)
     before = torchshard.stats()
     with torchshard.explain(print_report=False) as report:
         for step in range(WARMUP_STEPS, WARMUP_STEPS + MEASURED_STEPS):
@@ -115,11 +123,7 @@ def _coverage_case(workloads: Any, name: str, optimizer: str) -> dict[str, Any]:
 def _cache_case(workloads: Any, name: str, optimizer: str) -> dict[str, Any]:
     import torchshard
 
-    torchshard.clear_cache()
-    torchshard.reset_stats()
-    workload = workloads.build(name, optimizer=optimizer, seed=0)
-    for step in range(WARMUP_STEPS):
-        workload.step(step)
+    workload = _warm_workload(workloads, name, optimizer)
     before = torchshard.stats()
     lrs = []
     with torchshard.explain(print_report=False) as report:
@@ -382,33 +386,7 @@ def _run_gloo(world: int, cases: list[tuple[str, str]]) -> dict[str, list[dict[s
     """Spawn ``world`` gloo ranks that each run every case; per case, each rank's result."""
     with tempfile.TemporaryDirectory() as tmp:
         init_file = os.path.join(tmp, "rendezvous")
-        env_before = {k: os.environ.get(k) for k in ("OMP_NUM_THREADS", "TORCHSHARD_DISABLE")}
-        os.environ["OMP_NUM_THREADS"] = "1"
-        os.environ.pop("TORCHSHARD_DISABLE", None)
-        try:
-            ctx = mp.start_processes(
-                _gloo_worker, args=(world, init_file, cases, tmp), nprocs=world, join=False,
-                start_method="spawn",
-            )
-            try:
-                deadline = time.monotonic() + GLOO_TIMEOUT_S
-                while not ctx.join(timeout=2):
-                    if time.monotonic() > deadline:
-                        for proc in ctx.processes:
-                            proc.kill()
-                        raise AssertionError(f"gloo ranks still running after {GLOO_TIMEOUT_S} s")
-            except mp.ProcessRaisedException as exc:
-                raise AssertionError(f"rank {exc.error_index} failed:\n{exc}") from None
-            except mp.ProcessExitedException as exc:
-                raise AssertionError(
-                    f"rank {exc.error_index} exited with code {exc.exit_code}"
-                ) from None
-        finally:
-            for key, value in env_before.items():
-                if value is None:
-                    os.environ.pop(key, None)
-                else:
-                    os.environ[key] = value
+        run_ranks(_gloo_worker, (world, init_file, cases, tmp), world, GLOO_TIMEOUT_S)
         per_rank = [json.loads(Path(tmp, f"rank{r}.json").read_text()) for r in range(world)]
     return {case: [ranks[case] for ranks in per_rank] for case in per_rank[0]}
 

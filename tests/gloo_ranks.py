@@ -1,0 +1,45 @@
+"""Run a worker function on N spawned gloo ranks and turn a rank failure into a test failure.
+
+Shared by the multi-process tests (``test_parity_values.py``, ``test_workloads.py``).
+Ranks rendezvous through a file (no ports); each gets ``OMP_NUM_THREADS=1`` (several
+ranks share a small machine) and an environment without ``TORCHSHARD_DISABLE``.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+from typing import Any
+
+import torch.multiprocessing as mp
+
+__all__ = ["run_ranks"]
+
+
+def run_ranks(worker: Callable[..., None], args: tuple[Any, ...], world: int, timeout_s: float) -> None:
+    """``worker(rank, *args)`` on ``world`` spawned processes; raises AssertionError with
+    the first failing rank's traceback, or when the ranks run past ``timeout_s``."""
+    env_before = {key: os.environ.get(key) for key in ("OMP_NUM_THREADS", "TORCHSHARD_DISABLE")}
+    os.environ["OMP_NUM_THREADS"] = "1"
+    os.environ.pop("TORCHSHARD_DISABLE", None)
+    try:
+        ctx = mp.start_processes(worker, args=args, nprocs=world, join=False, start_method="spawn")
+        try:
+            deadline = time.monotonic() + timeout_s
+            while not ctx.join(timeout=2):
+                if time.monotonic() > deadline:
+                    for proc in ctx.processes:
+                        proc.kill()
+                    raise AssertionError(f"gloo ranks still running after {timeout_s} s")
+        except mp.ProcessRaisedException as exc:
+            # exc carries the child's formatted traceback in its message.
+            raise AssertionError(f"rank {exc.error_index} failed:\n{exc}") from None
+        except mp.ProcessExitedException as exc:
+            raise AssertionError(f"rank {exc.error_index} exited with code {exc.exit_code}") from None
+    finally:
+        for key, value in env_before.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value

@@ -172,7 +172,7 @@ OPS: list[Op] = [
     Op("bmm", torch.bmm, (T3, In((4, 12, 8))), _allowed((R, R), (S0, S0), (S1, R), (R, S2))),
     Op("linear", F.linear, (A, In((6, 12)), In((6,)))),
     Op("matmul_3d_2d", torch.matmul, (T3, In((12, 8)))),
-    # --- views (declined by torchshard: parity only)
+    # --- views (served natively; their classes are covered in depth by test_native_classes.py)
     Op("view", lambda x: x.view(2, 4, 12), (A,)),
     Op("reshape", lambda x: x.reshape(24, 4), (A,)),
     Op("transpose", lambda x: x.transpose(0, 1), (A,)),
@@ -191,7 +191,7 @@ OPS: list[Op] = [
     Op("cat_dim0", lambda x, y: torch.cat([x, y], dim=0), (A, A)),
     Op("cat_dim1", lambda x, y: torch.cat([x, y], dim=1), (A, A)),
     Op("stack", lambda x, y: torch.stack([x, y]), (A, A)),
-    # --- in-place (declined by torchshard; inputs are cloned first so leaves stay intact)
+    # --- in-place (inputs are cloned first so leaves stay intact; see test_native_classes.py)
     Op("add_inplace", lambda x, y: x.clone().add_(y), (A, A)),
     Op("mul_inplace_scalar", lambda x: x.clone().mul_(3.0), (A,)),
     Op("relu_inplace", lambda x: torch.relu_(x * 1.0), (A,)),

@@ -12,7 +12,6 @@ std::string_view decline_reason_name(DeclineReason reason) {
       "plain_tensor_arg",
       "symbolic_arg",
       "unsupported_arg",
-      "inplace_op",
       "out_variant_op",
       "view_op",
       "random_op",

@@ -19,9 +19,8 @@ enum class DeclineReason : uint8_t {
   kPlainTensorArg,       // a plain torch.Tensor stock would reject or warn about
   kSymbolicArg,          // a SymInt/SymFloat/SymBool argument
   kUnsupportedArg,       // an argument type the key cannot encode
-  kInplaceOp,            // mutates an input (add_, ...)
-  kOutVariantOp,         // writes to out= tensors
-  kViewOp,               // returns an alias of an input
+  kOutVariantOp,         // an out= op whose returns are not one tensor per out= argument
+  kViewOp,               // a view whose alias matches no tensor argument
   kRandomOp,             // consumes the DTensor RNG tracker
   kCustomHandler,        // stock dispatches it through a custom op handler
   kNonTensorReturn,      // returns something other than Tensor / Tensor[]

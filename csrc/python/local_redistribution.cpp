@@ -40,6 +40,19 @@ std::vector<Leaf> argument_leaves(PyObject* args, bool flattened) {
   return leaves;
 }
 
+// Whether an ExplicitRedistributionContext is open on this thread.
+bool explicit_redistribution_active() {
+  const PyRefs& refs = py_refs();
+  PyObject* active = PyObject_GetAttr(refs.explicit_redistribution_state, refs.str_active);
+  if (active == nullptr) {
+    PyErr_Clear();  // never entered on this thread: no _active attribute yet
+    return false;
+  }
+  const bool open = active != Py_None;
+  Py_DECREF(active);
+  return open;
+}
+
 PyObject* leaf_value(PyObject* args, const Leaf& leaf) {
   PyObject* arg = PyTuple_GET_ITEM(args, static_cast<Py_ssize_t>(leaf.position));
   return leaf.item ? PySequence_Fast_ITEMS(arg)[*leaf.item] : arg;
@@ -110,23 +123,20 @@ bool local_arguments_for_call(const CacheEntry& entry, PyObject* args,
                               std::vector<py::object>& overrides, DeclineReason* reason) {
   const PyRefs& refs = py_refs();
   overrides.assign(entry.local_positional_count, py::object());
+  bool context_checked = false;
   for (const LocalArgument& argument : entry.local_arguments) {
     if (argument.replacement) {
       overrides[argument.position] = argument.replacement;
       continue;
     }
-    // An active ExplicitRedistributionContext must observe (and may refuse)
-    // every implicit redistribution: leave those calls to stock.
-    PyObject* active = PyObject_GetAttr(refs.explicit_redistribution_state, refs.str_active);
-    if (active == nullptr) {
-      PyErr_Clear();
-    } else {
-      const bool observed = active != Py_None;
-      Py_DECREF(active);
-      if (observed) {
+    if (!context_checked) {
+      // An open ExplicitRedistributionContext must observe (and may refuse)
+      // every implicit redistribution: leave the call to stock.
+      if (explicit_redistribution_active()) {
         *reason = DeclineReason::kNeedsRedistribute;
         return false;
       }
+      context_checked = true;
     }
     PyObject* arg = PyTuple_GET_ITEM(args, static_cast<Py_ssize_t>(argument.position));
     PyObject* dtensor = argument.item ? PySequence_Fast_ITEMS(arg)[*argument.item] : arg;

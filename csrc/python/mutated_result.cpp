@@ -44,27 +44,22 @@ PyObject* inplace_result(const CacheEntry& entry, PyObject* func, PyObject* args
 PyObject* out_variant_result(const OpDescriptor& op, const CacheEntry& entry, PyObject* args,
                              PyObject* kwargs) {
   const auto& out_arguments = op.out_arguments();
-  for (size_t i = 0; i < out_arguments.size(); ++i) {
-    // The miss path checked that every out= argument is a DTensor keyword
-    // argument; the key (which encodes keyword names and specs) keeps it so.
-    PyObject* out = op.argument_value(args, kwargs, out_arguments[i]);
-    set_dtensor_spec(out, entry.return_specs[i][0].ptr());
-  }
-  if (out_arguments.size() == 1) {
-    PyObject* out = op.argument_value(args, kwargs, out_arguments[0]);
-    Py_INCREF(out);
-    return out;
-  }
-  PyObject* tuple = PyTuple_New(static_cast<Py_ssize_t>(out_arguments.size()));
-  if (tuple == nullptr) {
+  const auto count = static_cast<Py_ssize_t>(out_arguments.size());
+  PyObject* tuple = count == 1 ? nullptr : PyTuple_New(count);
+  if (count != 1 && tuple == nullptr) {
     return nullptr;
   }
-  for (size_t i = 0; i < out_arguments.size(); ++i) {
-    PyObject* out = op.argument_value(args, kwargs, out_arguments[i]);
-    Py_INCREF(out);
-    PyTuple_SET_ITEM(tuple, static_cast<Py_ssize_t>(i), out);
+  PyObject* out = nullptr;
+  for (Py_ssize_t i = 0; i < count; ++i) {
+    // The miss path checked that every out= argument is a DTensor keyword
+    // argument; the key (which encodes keyword names and specs) keeps it so.
+    out = op.argument_value(args, kwargs, out_arguments[i]);
+    set_dtensor_spec(out, entry.return_specs[i][0].ptr());
+    if (tuple != nullptr) {
+      PyTuple_SET_ITEM(tuple, i, Py_NewRef(out));
+    }
   }
-  return tuple;
+  return tuple != nullptr ? tuple : Py_NewRef(out);
 }
 
 } // namespace torchshard

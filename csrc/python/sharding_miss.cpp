@@ -106,14 +106,12 @@ std::optional<DeclineReason> plan_inplace(py::handle output_spec, PyObject* args
   return std::nullopt;
 }
 
-// Stock reads every out= DTensor from kwargs by name.
-bool out_arguments_in_kwargs(const OpDescriptor& op, PyObject* kwargs) {
+// Stock reads every out= DTensor from kwargs by name (out= arguments are
+// keyword-only, so argument_value finds them there).
+bool out_arguments_are_dtensors(const OpDescriptor& op, PyObject* args, PyObject* kwargs) {
   for (const size_t index : op.out_arguments()) {
-    PyObject* value = kwargs ? PyDict_GetItemWithError(kwargs, op.argument_name(index)) : nullptr;
+    PyObject* value = op.argument_value(args, kwargs, index);
     if (value == nullptr || Py_TYPE(value) != py_refs().dtensor_type) {
-      if (PyErr_Occurred()) {
-        throw py::error_already_set();
-      }
       return false;
     }
   }
@@ -127,7 +125,7 @@ std::optional<DeclineReason> plan_results(const OpDescriptor& op, py::handle out
   if (op.kind() == OpKind::kInplace) {
     return plan_inplace(output_spec, args, entry);
   }
-  if (op.kind() == OpKind::kOutVariant && !out_arguments_in_kwargs(op, kwargs)) {
+  if (op.kind() == OpKind::kOutVariant && !out_arguments_are_dtensors(op, args, kwargs)) {
     return DeclineReason::kUnsupportedArg;
   }
   auto return_specs = specs_per_return(op, output_spec);

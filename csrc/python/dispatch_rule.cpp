@@ -253,14 +253,18 @@ py::object make_rule(py::handle overload, int64_t static_argnum,
 }
 
 std::optional<std::string> op_decline_reason(py::handle rule) {
-  if (Py_TYPE(rule.ptr()) != native_rule_type) {
-    throw py::type_error("expected a torchshard NativeRule");
-  }
-  const auto reason = reinterpret_cast<NativeRuleObject*>(rule.ptr())->op->op_decline();
+  const auto reason = native_rule_op(rule).op_decline();
   return reason ? std::optional<std::string>(decline_reason_name(*reason)) : std::nullopt;
 }
 
 } // namespace
+
+const OpDescriptor& native_rule_op(py::handle rule) {
+  if (Py_TYPE(rule.ptr()) != native_rule_type) {
+    throw py::type_error("expected a torchshard NativeRule");
+  }
+  return *reinterpret_cast<NativeRuleObject*>(rule.ptr())->op;
+}
 
 void init_rule_bindings(py::module_& module) {
   native_rule_type = create_native_rule_type();

@@ -8,9 +8,14 @@
 // nothing on this path calls into Python code.
 #pragma once
 
+#include "csrc/python/op_descriptor.h"
+
 #include <torch/csrc/utils/pybind.h>
 
 namespace torchshard {
+
+// The op a NativeRule serves; raises TypeError for anything else.
+const OpDescriptor& native_rule_op(py::handle rule);
 
 // Adds NativeRule and make_rule(...) to the module.
 void init_rule_bindings(py::module_& module);

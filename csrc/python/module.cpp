@@ -1,6 +1,7 @@
 // torchshard._C: the one PYBIND11_MODULE. Loaded only through
 // torchshard/_native.py, which checks the torch version first.
 #include "csrc/core/op_key.h"
+#include "csrc/python/bench_probes.h"
 #include "csrc/python/bindings.h"
 #include "csrc/python/dispatch_rule.h"
 #include "csrc/python/py_refs.h"
@@ -20,6 +21,7 @@ PYBIND11_MODULE(_C, module) {
   torchshard::set_spec_comparator(&torchshard::spec_handles_equal);
   torchshard::init_rule_bindings(module);
   torchshard::init_cache_bindings(module);
+  torchshard::init_bench_probe_bindings(module);
   py::dict build;
   build["torch"] = TORCHSHARD_BUILT_WITH_TORCH;
   build["compiler"] = __VERSION__;

@@ -1,0 +1,166 @@
+#include "csrc/python/bench_probes.h"
+
+#include "csrc/python/dispatch_rule.h"
+#include "csrc/python/key_builder.h"
+#include "csrc/python/thread_cache.h"
+
+#include <structmember.h>
+
+#include <chrono>
+#include <limits>
+
+namespace torchshard {
+namespace {
+
+struct FloorRuleObject {
+  PyObject_HEAD
+  vectorcallfunc vectorcall;
+  PyObject* result;
+};
+
+PyObject* floor_rule_vectorcall(PyObject* self, PyObject* const*, size_t, PyObject*) {
+  return Py_NewRef(reinterpret_cast<FloorRuleObject*>(self)->result);
+}
+
+void floor_rule_dealloc(PyObject* self) {
+  PyTypeObject* type = Py_TYPE(self);
+  Py_DECREF(reinterpret_cast<FloorRuleObject*>(self)->result);
+  type->tp_free(self);
+  Py_DECREF(type);  // instances of heap types own a reference to their type
+}
+
+PyTypeObject* floor_rule_type = nullptr;  // created once, lives as long as the module
+
+PyTypeObject* create_floor_rule_type() {
+  static PyMemberDef members[] = {
+      {"__vectorcalloffset__", T_PYSSIZET, offsetof(FloorRuleObject, vectorcall), READONLY, nullptr},
+      {nullptr, 0, 0, 0, nullptr},
+  };
+  static PyType_Slot slots[] = {
+      {Py_tp_dealloc, reinterpret_cast<void*>(&floor_rule_dealloc)},
+      {Py_tp_call, reinterpret_cast<void*>(&PyVectorcall_Call)},
+      {Py_tp_members, members},
+      {Py_tp_doc, const_cast<char*>("Benchmark only: a torch_dispatch rule returning a prebuilt result.")},
+      {0, nullptr},
+  };
+  static PyType_Spec spec = {
+      "torchshard._C.FloorRule",
+      sizeof(FloorRuleObject),
+      0,
+      Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_VECTORCALL,
+      slots,
+  };
+  return reinterpret_cast<PyTypeObject*>(PyType_FromSpec(&spec));
+}
+
+py::object make_floor_rule(py::object result) {
+  auto* rule = PyObject_New(FloorRuleObject, floor_rule_type);
+  if (rule == nullptr) {
+    throw py::error_already_set();
+  }
+  rule->vectorcall = floor_rule_vectorcall;
+  rule->result = result.release().ptr();
+  return py::reinterpret_steal<py::object>(reinterpret_cast<PyObject*>(rule));
+}
+
+ThreadCache& current_cache() {
+  ThreadCache* cache = ThreadCache::current();
+  if (cache == nullptr) {
+    throw std::runtime_error("no thread cache (torchshard is shut down)");
+  }
+  return *cache;
+}
+
+PyObject* kwargs_or_null(const py::object& kwargs) {
+  return kwargs.is_none() ? nullptr : kwargs.ptr();
+}
+
+template <class Body>
+double nanoseconds_per_iteration(int64_t iterations, Body body) {
+  TORCH_CHECK(iterations > 0, "iterations must be positive");
+  const auto start = std::chrono::steady_clock::now();
+  for (int64_t i = 0; i < iterations; ++i) {
+    body();
+  }
+  const std::chrono::duration<double, std::nano> elapsed = std::chrono::steady_clock::now() - start;
+  return elapsed.count() / static_cast<double>(iterations);
+}
+
+// {"key_ns", "key_lookup_ns", "hit"} for the rule's op called with (args, kwargs)
+// as torch passes them to a rule. The cache is left as it was.
+py::dict time_key_lookup(py::handle rule, py::tuple args, py::object kwargs, int64_t iterations) {
+  const OpDescriptor& op = native_rule_op(rule);
+  ThreadCache& cache = current_cache();
+  OpKey key;
+  bool keyed = true;
+  bool hit = false;
+  const double key_ns = nanoseconds_per_iteration(iterations, [&] {
+    keyed = !build_op_key(op, args.ptr(), kwargs_or_null(kwargs), key);
+  });
+  TORCH_CHECK(keyed, "this call cannot be keyed natively");
+  const double key_lookup_ns = nanoseconds_per_iteration(iterations, [&] {
+    build_op_key(op, args.ptr(), kwargs_or_null(kwargs), key);
+    hit = cache.find(key) != nullptr;
+  });
+  py::dict result;
+  result["key_ns"] = key_ns;
+  result["key_lookup_ns"] = key_lookup_ns;
+  result["hit"] = hit;
+  return result;
+}
+
+// Nanoseconds per direct call of `rule(DTensor, func, (DTensor,), args, kwargs)`.
+double time_rule_body(py::handle rule, py::handle dtensor_type, py::handle func, py::tuple args,
+                      py::object kwargs, int64_t iterations) {
+  py::tuple types = py::make_tuple(dtensor_type);
+  PyObject* call_args[] = {dtensor_type.ptr(), func.ptr(), types.ptr(), args.ptr(), kwargs.ptr()};
+  bool failed = false;
+  const double ns = nanoseconds_per_iteration(iterations, [&] {
+    PyObject* result = PyObject_Vectorcall(rule.ptr(), call_args, 5, nullptr);
+    failed = failed || result == nullptr || result == Py_NotImplemented;
+    Py_XDECREF(result);
+  });
+  if (PyErr_Occurred()) {
+    throw py::error_already_set();
+  }
+  TORCH_CHECK(!failed, "the rule did not serve the call natively");
+  return ns;
+}
+
+// Inserts `count` entries under keys no call produces (an op id above every
+// real one), each shaped like a two-DTensor call's key.
+void fill_synthetic_entries(int64_t count) {
+  ThreadCache& cache = current_cache();
+  constexpr uint64_t kSyntheticOpId = std::numeric_limits<uint64_t>::max();
+  OpKey key;
+  for (int64_t i = 0; i < count; ++i) {
+    key.reset(kSyntheticOpId, 2);
+    key.add(KeyTag::kInt, static_cast<uint64_t>(i));
+    key.add(KeyTag::kInt, static_cast<uint64_t>(i) * 0x9E3779B97F4A7C15ULL);
+    key.seal();
+    cache.insert(key, nullptr);
+  }
+}
+
+} // namespace
+
+void init_bench_probe_bindings(py::module_& module) {
+  floor_rule_type = create_floor_rule_type();
+  if (floor_rule_type == nullptr) {
+    throw py::error_already_set();
+  }
+  Py_INCREF(floor_rule_type);  // one reference for the module attribute, one kept here
+  module.add_object("FloorRule", reinterpret_cast<PyObject*>(floor_rule_type));
+  module.def("make_floor_rule", &make_floor_rule, py::arg("result"),
+             "Benchmark only: a torch_dispatch rule that returns `result` at once.");
+  module.def("bench_key_lookup", &time_key_lookup, py::arg("rule"), py::arg("args"),
+             py::arg("kwargs"), py::arg("iterations"),
+             "Benchmark only: ns per key build, and per key build + lookup, on this thread's cache.");
+  module.def("bench_rule_body", &time_rule_body, py::arg("rule"), py::arg("dtensor_type"),
+             py::arg("func"), py::arg("args"), py::arg("kwargs"), py::arg("iterations"),
+             "Benchmark only: ns per direct call of a NativeRule that it serves natively.");
+  module.def("bench_fill_synthetic_entries", &fill_synthetic_entries, py::arg("count"),
+             "Benchmark only: add `count` entries no call can hit to this thread's cache.");
+}
+
+} // namespace torchshard

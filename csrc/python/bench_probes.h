@@ -1,0 +1,27 @@
+// Benchmark-only probes for torchshard.bench (torchshard/bench/). Nothing here
+// is on the dispatch path; the probes exist so the benchmark can measure the
+// parts of a hit that Python-level timing cannot separate:
+//
+//  - FloorRule: a torch_dispatch rule that returns a prebuilt result at once.
+//    Registered for an op in place of torchshard's NativeRule, it measures
+//    what reaching any native rule costs (argument parsing, autograd, the
+//    Python dispatch key boxing the stack into Python objects,
+//    find_torch_dispatch_rule, the vectorcall) — the floor no rule goes under.
+//  - time_key_lookup: build_op_key + ThreadCache::find for one call, timed in
+//    C++ over many iterations on the calling thread's cache.
+//  - time_rule_body: the NativeRule called directly, without torch's dispatch
+//    in front of it (key, lookup, local op, wrap).
+//  - fill_synthetic_entries: grows this thread's cache with keys no call can
+//    produce, for the hit-cost-against-cache-size curve.
+//
+// All require the GIL.
+#pragma once
+
+#include <torch/csrc/utils/pybind.h>
+
+namespace torchshard {
+
+// Adds FloorRule, make_floor_rule and the bench_* functions to the module.
+void init_bench_probe_bindings(py::module_& module);
+
+} // namespace torchshard

@@ -1,4 +1,4 @@
-"""Training workloads (``benchmarks/workloads.py``) under torchshard: coverage, cache, values.
+"""Training workloads (``torchshard/bench/workloads.py``) under torchshard: coverage, cache, values.
 
 Three checks over the tensor parallel MLP and transformer block, FSDP2, and FSDP2 + TP:
 
@@ -37,7 +37,6 @@ import torch
 from gloo_ranks import run_ranks
 
 TESTS_DIR = Path(__file__).resolve().parent
-BENCHMARKS_DIR = TESTS_DIR.parent / "benchmarks"
 
 WORKLOADS = ("tp_mlp", "tp_block", "fsdp", "fsdp_tp")  # workloads.WORKLOADS, checked below
 OPTIMIZERS = ("foreach", "fused", "for-loop")
@@ -63,9 +62,7 @@ SUBPROCESS_TIMEOUT_S = 300
 
 
 def _import_workloads():
-    if str(BENCHMARKS_DIR) not in sys.path:
-        sys.path.insert(0, str(BENCHMARKS_DIR))
-    import workloads
+    from torchshard.bench import workloads
 
     return workloads
 
@@ -208,7 +205,7 @@ def _run_fake_pg(kind: str) -> dict[str, Any]:
         )
         results = json.loads(Path(out_path).read_text())
     assert tuple(results["workloads"]) == WORKLOADS, (
-        f"benchmarks/workloads.py now defines {results['workloads']}; update WORKLOADS here"
+        f"torchshard/bench/workloads.py now defines {results['workloads']}; update WORKLOADS here"
     )
     return results["cases"]
 

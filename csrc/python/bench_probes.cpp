@@ -2,10 +2,12 @@
 
 #include "csrc/python/dispatch_rule.h"
 #include "csrc/python/key_builder.h"
+#include "csrc/python/py_refs.h"
 #include "csrc/python/thread_cache.h"
 
 #include <structmember.h>
 
+#include <array>
 #include <chrono>
 #include <limits>
 
@@ -20,6 +22,19 @@ struct FloorRuleObject {
 
 PyObject* floor_rule_vectorcall(PyObject* self, PyObject* const*, size_t, PyObject*) {
   return Py_NewRef(reinterpret_cast<FloorRuleObject*>(self)->result);
+}
+
+// A view op's result must be a tensor autograd has not seen yet (it makes the
+// result a view of the input), so the floor of a view op returns a new DTensor
+// over the prebuilt result's local tensor and spec: the one allocation any
+// rule serving a view pays.
+PyObject* fresh_wrapper_floor_rule_vectorcall(PyObject* self, PyObject* const*, size_t, PyObject*) {
+  PyObject* prebuilt = reinterpret_cast<FloorRuleObject*>(self)->result;
+  const PyRefs& refs = py_refs();
+  std::array<PyObject*, 5> call_args = {nullptr, reinterpret_cast<PyObject*>(refs.dtensor_type),
+                                        dtensor_local_tensor(prebuilt), dtensor_spec(prebuilt), Py_False};
+  return PyObject_Vectorcall(refs.dtensor_new, call_args.data() + 1, 4 | PY_VECTORCALL_ARGUMENTS_OFFSET,
+                             nullptr);
 }
 
 void floor_rule_dealloc(PyObject* self) {
@@ -53,12 +68,15 @@ PyTypeObject* create_floor_rule_type() {
   return reinterpret_cast<PyTypeObject*>(PyType_FromSpec(&spec));
 }
 
-py::object make_floor_rule(py::object result) {
+py::object make_floor_rule(py::object result, bool fresh_wrapper) {
+  if (fresh_wrapper && Py_TYPE(result.ptr()) != py_refs().dtensor_type) {
+    throw py::type_error("a fresh-wrapper floor rule needs one DTensor result");
+  }
   auto* rule = PyObject_New(FloorRuleObject, floor_rule_type);
   if (rule == nullptr) {
     throw py::error_already_set();
   }
-  rule->vectorcall = floor_rule_vectorcall;
+  rule->vectorcall = fresh_wrapper ? fresh_wrapper_floor_rule_vectorcall : floor_rule_vectorcall;
   rule->result = result.release().ptr();
   return py::reinterpret_steal<py::object>(reinterpret_cast<PyObject*>(rule));
 }
@@ -152,7 +170,9 @@ void init_bench_probe_bindings(py::module_& module) {
   Py_INCREF(floor_rule_type);  // one reference for the module attribute, one kept here
   module.add_object("FloorRule", reinterpret_cast<PyObject*>(floor_rule_type));
   module.def("make_floor_rule", &make_floor_rule, py::arg("result"),
-             "Benchmark only: a torch_dispatch rule that returns `result` at once.");
+             py::arg("fresh_wrapper") = false,
+             "Benchmark only: a torch_dispatch rule that returns `result` at once (with "
+             "fresh_wrapper, a new DTensor over its local tensor and spec, as a view op needs).");
   module.def("bench_key_lookup", &time_key_lookup, py::arg("rule"), py::arg("args"),
              py::arg("kwargs"), py::arg("iterations"),
              "Benchmark only: ns per key build, and per key build + lookup, on this thread's cache.");

@@ -1,0 +1,72 @@
+"""``python -m torchshard.bench``: torchshard's benchmark CLI (see torchshard/bench/__init__.py)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+
+from torchshard.bench import __doc__ as package_doc
+
+
+def _add_output_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--json", metavar="PATH", help="write the results as JSON")
+    parser.add_argument("--markdown", metavar="PATH", help="write the tables as Markdown")
+    parser.add_argument("--png", metavar="PATH", help="write a chart (needs matplotlib)")
+    parser.add_argument("--world-size", type=int, default=8, help="fake process group size (default 8)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m torchshard.bench",
+        description=package_doc,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    commands = parser.add_subparsers(dest="command", metavar="{dispatch,scaling,training}")
+
+    dispatch = commands.add_parser("dispatch", help="per-op hit and miss cost (default)")
+    dispatch.add_argument("--cases", default="", metavar="TEXT[,TEXT]",
+                          help="only cases whose name contains one of these (e.g. 'add,mm')")
+    dispatch.add_argument("--rounds", type=int, help="interleaved rounds (default 200)")
+    dispatch.add_argument("--batch", type=int, help="calls per timed batch (default 10)")
+    dispatch.add_argument("--miss-rounds", type=int, help="cold-cache calls per variant (default 100)")
+    dispatch.add_argument("--quick", action="store_true", help="a smoke run: few cases, few iterations")
+    dispatch.add_argument("--list", action="store_true", help="list the cases and exit")
+    _add_output_options(dispatch)
+
+    scaling = commands.add_parser("scaling", help="hit cost against cache size, list length, threads")
+    scaling.add_argument("--quick", action="store_true", help="a smoke run: few points, few iterations")
+    _add_output_options(scaling)
+
+    training = commands.add_parser("training", help="TP and FSDP2 training steps, stock vs torchshard")
+    training.add_argument("--workloads", default="tp_mlp,tp_block,fsdp,fsdp_tp")
+    training.add_argument("--optimizers", default="foreach,fused,for-loop")
+    training.add_argument("--shapes", default="small,medium")
+    training.add_argument("--rounds", type=int, default=8, help="interleaved rounds per case")
+    training.add_argument("--steps", type=int, default=10, help="steps per timed round")
+    training.add_argument("--warmup", type=int, default=3, help="untimed steps after each switch")
+    training.add_argument("--quick", action="store_true", help="a smoke run: one workload, few steps")
+    _add_output_options(training)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0].startswith("-") and argv[0] not in ("-h", "--help"):
+        argv.insert(0, "dispatch")
+    args = _parser().parse_args(argv)
+    started = time.monotonic()
+    if args.command == "dispatch":
+        from torchshard.bench.run_dispatch import run
+    elif args.command == "scaling":
+        from torchshard.bench.scaling import run
+    else:
+        from torchshard.bench.training import run
+    code = run(args)
+    print(f"\n({args.command} finished in {time.monotonic() - started:.0f} s)", file=sys.stderr)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -3,7 +3,8 @@
 # or with sudo available) and builds torchshard into the current Python
 # environment. Safe to re-run: steps already done are skipped.
 #
-#   scripts/setup.sh            # runtime + build deps, torch, torchshard
+#   scripts/setup.sh            # runtime + build deps, torch, torchshard, and
+#                               # matplotlib for the benchmark's charts (the main job)
 #   scripts/setup.sh --test     # ... plus the test dependencies
 set -euo pipefail
 
@@ -29,7 +30,7 @@ fi
 
 # torch==2.13.0 exactly: that pin resolves to the CPU build kept on this kind of
 # machine; anything looser pulls several GB of CUDA wheels.
-"$PYTHON" -m pip install -q "torch==2.13.0" "setuptools>=64" wheel
+"$PYTHON" -m pip install -q "torch==2.13.0" "setuptools>=64" wheel matplotlib
 if (( WITH_TESTS )); then
   "$PYTHON" -m pip install -q "pytest>=8" expecttest hypothesis numpy
 fi

@@ -124,10 +124,13 @@ def curves_chart(curves: dict[str, dict], path: str | Path) -> None:
             ax.plot([p["x"] for p in points], [p["median_us"] for p in points], marker="o", label=variant)
         if curve.get("log_x"):
             ax.set_xscale("log")
+        if curve.get("log_y"):
+            ax.set_yscale("log")
+        else:
+            ax.set_ylim(bottom=0)
         ax.set_xlabel(curve["x_label"], fontsize=8)
         ax.set_ylabel(curve.get("y_label", "µs per call"), fontsize=8)
         ax.set_title(name, fontsize=9)
-        ax.set_ylim(bottom=0)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
     fig.tight_layout()

@@ -1,35 +1,26 @@
-"""Training-step benchmark: stock DTensor vs torchshard on real parallel workloads.
+"""``python -m torchshard.bench training``: stock DTensor vs torchshard on training steps.
 
-For each workload of ``benchmarks/workloads.py`` (tensor parallel MLP and transformer
+For each workload of ``torchshard/bench/workloads.py`` (tensor parallel MLP and transformer
 block, FSDP2, FSDP2 + TP on a 2-D mesh), each AdamW variant and each shape set, it
 reports the share of DTensor op calls torchshard served natively in steady state
 (with the decline reasons of the rest) and the median step time of stock DTensor and
 of torchshard, measured interleaved in one process on the ``fake`` process group.
 
-    python benchmarks/training.py                       # all workloads, small shapes
-    python benchmarks/training.py --shapes small,medium --json out.json --markdown out.md
+    python -m torchshard.bench training                 # all workloads, small and medium
+    python -m torchshard.bench training --quick --json out.json --png out.png
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import platform
 import statistics
-import sys
 import time
-from dataclasses import asdict, dataclass
-from pathlib import Path
-
-import torch
-import torch.distributed as dist
-from torch.testing._internal.distributed.fake_pg import FakeStore
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-import workloads
+from dataclasses import dataclass
 
 import torchshard
+from torchshard.bench import report, workloads
+from torchshard.bench.fake_world import fake_world, machine_description
+from torchshard.bench.timing import Progress
 
 SHAPES = {"small": workloads.SMALL, "medium": workloads.MEDIUM}
 
@@ -113,42 +104,51 @@ def format_table(results: list[Result]) -> str:
     return "\n".join([header, *rows])
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--world-size", type=int, default=8)
-    parser.add_argument("--workloads", default=",".join(workloads.WORKLOADS))
-    parser.add_argument("--optimizers", default="foreach,fused")
-    parser.add_argument("--shapes", default="small")
-    parser.add_argument("--rounds", type=int, default=8, help="interleaved rounds per case")
-    parser.add_argument("--steps", type=int, default=10, help="steps per timed round")
-    parser.add_argument("--warmup", type=int, default=3, help="untimed steps after each switch")
-    parser.add_argument("--json", help="write results as JSON here")
-    parser.add_argument("--markdown", help="write the table as Markdown here")
-    args = parser.parse_args(argv)
+def chart(results: list[Result], path: str) -> None:
+    """Step-time speedup per workload, optimizer and shape set."""
+    import matplotlib
 
-    dist.init_process_group("fake", store=FakeStore(), rank=0, world_size=args.world_size)
-    torch.set_num_threads(1)  # dispatch cost, not intra-op parallelism
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    labels = [f"{r.workload} {r.optimizer} {r.shapes}" for r in results]
+    fig, ax = plt.subplots(figsize=(8, 0.3 * len(results) + 1.4))
+    ax.barh(range(len(results)), [r.speedup for r in results], color="#1f77b4")
+    ax.axvline(1.0, color="#d62728", linewidth=1)
+    ax.set_yticks(range(len(results)), labels, fontsize=8)
+    ax.invert_yaxis()
+    ax.set_xlabel("step-time speedup, stock / torchshard (fake process group, world 8)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.quick:
+        args.workloads, args.optimizers, args.shapes = "tp_block", "foreach", "small"
+        args.rounds, args.steps, args.warmup = 2, 2, 1
     cases = [
         (name, optimizer, shapes)
         for shapes in args.shapes.split(",")
         for name in args.workloads.split(",")
         for optimizer in args.optimizers.split(",")
     ]
+    progress = Progress(len(cases), "training", enabled=not args.no_progress)
     results = []
-    for index, case in enumerate(cases, 1):
-        print(f"[{index}/{len(cases)}] {' / '.join(case)} ...", file=sys.stderr, flush=True)
-        results.append(measure(*case, rounds=args.rounds, steps=args.steps, warmup=args.warmup))
+    with fake_world(args.world_size):
+        for case in cases:
+            results.append(measure(*case, rounds=args.rounds, steps=args.steps, warmup=args.warmup))
+            progress.step(" / ".join(case))
     table = format_table(results)
     print(table)
-    machine = f"{platform.processor() or platform.machine()}, 1 thread, torch {torch.__version__}"
+    settings = {k: getattr(args, k) for k in ("workloads", "optimizers", "shapes", "rounds", "steps", "warmup")}
+    payload = {"suite": "training", "machine": machine_description(), "settings": settings,
+               "world_size": args.world_size, "results": results}
     if args.json:
-        Path(args.json).write_text(json.dumps(
-            {"machine": machine, "args": vars(args), "results": [asdict(r) for r in results]}, indent=2))
+        report.write_json(args.json, payload)
     if args.markdown:
-        Path(args.markdown).write_text(table + "\n")
-    dist.destroy_process_group()
+        with open(args.markdown, "w") as handle:
+            handle.write(table + "\n")
+    if args.png:
+        chart(results, args.png)
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

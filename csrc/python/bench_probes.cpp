@@ -11,6 +11,15 @@
 #include <chrono>
 #include <limits>
 
+// Valgrind's client requests are no-ops outside valgrind; without the header
+// (valgrind not installed at build time) repeat_call simply does not dump.
+#if __has_include(<valgrind/callgrind.h>)
+#include <valgrind/callgrind.h>
+#define TORCHSHARD_CALLGRIND_DUMP(label) CALLGRIND_DUMP_STATS_AT(label)
+#else
+#define TORCHSHARD_CALLGRIND_DUMP(label) ((void)(label))
+#endif
+
 namespace torchshard {
 namespace {
 
@@ -160,6 +169,20 @@ void fill_synthetic_entries(int64_t count) {
   }
 }
 
+// Calls fn() `iterations` times. Under callgrind, --toggle-collect on this
+// function's name counts exactly those calls, and each call of repeat_call
+// ends with a dump named `label` (see torchshard/bench/callgrind.py).
+void repeat_call(py::handle fn, int64_t iterations, const std::string& label) {
+  for (int64_t i = 0; i < iterations; ++i) {
+    PyObject* result = PyObject_CallNoArgs(fn.ptr());
+    if (result == nullptr) {
+      throw py::error_already_set();
+    }
+    Py_DECREF(result);
+  }
+  TORCHSHARD_CALLGRIND_DUMP(label.c_str());
+}
+
 } // namespace
 
 void init_bench_probe_bindings(py::module_& module) {
@@ -179,6 +202,10 @@ void init_bench_probe_bindings(py::module_& module) {
   module.def("bench_rule_body", &time_rule_body, py::arg("rule"), py::arg("dtensor_type"),
              py::arg("func"), py::arg("args"), py::arg("kwargs"), py::arg("iterations"),
              "Benchmark only: ns per direct call of a NativeRule that it serves natively.");
+  module.def("bench_repeat_call", &repeat_call, py::arg("fn"), py::arg("iterations"),
+             py::arg("label") = "",
+             "Benchmark only: call fn() `iterations` times, then dump callgrind stats as `label` "
+             "(a no-op outside callgrind).");
   module.def("bench_fill_synthetic_entries", &fill_synthetic_entries, py::arg("count"),
              "Benchmark only: add `count` entries no call can hit to this thread's cache.");
 }

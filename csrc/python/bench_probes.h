@@ -11,6 +11,8 @@
 //    C++ over many iterations on the calling thread's cache.
 //  - time_rule_body: the NativeRule called directly, without torch's dispatch
 //    in front of it (key, lookup, local op, wrap).
+//  - repeat_call: calls a Python callable N times; callgrind counts the
+//    instructions of exactly those calls by toggling collection on it.
 //  - fill_synthetic_entries: grows this thread's cache with keys no call can
 //    produce, for the hit-cost-against-cache-size curve.
 //

@@ -23,7 +23,7 @@ def _parser() -> argparse.ArgumentParser:
         description=package_doc,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    commands = parser.add_subparsers(dest="command", metavar="{dispatch,scaling,training}")
+    commands = parser.add_subparsers(dest="command", metavar="{dispatch,scaling,training,callgrind}")
 
     dispatch = commands.add_parser("dispatch", help="per-op hit and miss cost (default)")
     dispatch.add_argument("--cases", default="", metavar="TEXT[,TEXT]",
@@ -48,6 +48,12 @@ def _parser() -> argparse.ArgumentParser:
     training.add_argument("--warmup", type=int, default=3, help="untimed steps after each switch")
     training.add_argument("--quick", action="store_true", help="a smoke run: one workload, few steps")
     _add_output_options(training)
+    callgrind = commands.add_parser("callgrind", help="instruction counts per call (needs valgrind)")
+    callgrind.add_argument("--cases", default="", metavar="NAME[,NAME]",
+                           help="exact case names (see dispatch --list); default: six representative cases")
+    callgrind.add_argument("--iterations", type=int, default=500, help="calls per variant (default 500)")
+    callgrind.add_argument("--quick", action="store_true", help="20 calls per variant")
+    _add_output_options(callgrind)
     return parser
 
 
@@ -59,6 +65,8 @@ def main(argv: list[str] | None = None) -> int:
     started = time.monotonic()
     if args.command == "dispatch":
         from torchshard.bench.run_dispatch import run
+    elif args.command == "callgrind":
+        from torchshard.bench.callgrind import run
     elif args.command == "scaling":
         from torchshard.bench.scaling import run
     else:

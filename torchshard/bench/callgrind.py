@@ -1,0 +1,161 @@
+"""``python -m torchshard.bench callgrind``: instruction counts per call under callgrind.
+
+Instruction counts do not move with machine load, so they guide optimisation where
+timings on a shared machine cannot. One valgrind run executes, for each selected
+case, ``--iterations`` calls of each variant (plain, floor, stock, torchshard; see
+dispatch.py) inside ``_C.bench_repeat_call``; callgrind collects only inside that
+function and dumps a profile as it returns (a client request; the extension must be
+built where valgrind's headers are installed), so each dump is exactly one variant's
+calls. Torchshard's dumps also give the inclusive cost of the hit path's stages.
+
+The command it runs, per the docs (docs/benchmarks.md)::
+
+    valgrind --tool=callgrind --collect-atstart=no --toggle-collect='*repeat_call*' \\
+        --callgrind-out-file=OUT/callgrind.out \\
+        python -m torchshard.bench.callgrind --target --cases CASES --iterations N
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+
+from torchshard.bench import report
+from torchshard.bench.fake_world import machine_description
+
+VARIANTS = ("plain", "floor", "stock", "torchshard")
+DEFAULT_CASES = (
+    "add S(0)+S(0) 1-D",
+    "mul(x, 2.5) [py scalar] S(0) 1-D",
+    "mm S(0) @ R 1-D",
+    "t [view] S(0) 1-D",
+    "add_ [in-place] S(0) 1-D",
+    "_foreach_add_ x8 [in-place] S(0) 1-D",
+)
+# Stages of a torchshard hit, by the function whose inclusive cost measures it.
+STAGES = {
+    "rule (whole body)": "native_rule_vectorcall",
+    "key build": "build_op_key",
+    "lookup": "ThreadCache::find",
+    "local op (callBoxed)": "run_local_op",
+    "wrap outputs": "wrap_local_results",
+    "in-place result": "inplace_result",
+}
+
+
+def run_target(case_names: list[str], iterations: int, world_size: int) -> None:
+    """Inside valgrind: each case's variants, one bench_repeat_call each, in order."""
+    import torchshard
+    from torchshard._native import _C
+    from torchshard.bench.cases import build_cases
+    from torchshard.bench.fake_world import fake_world
+    from torchshard.bench.variants import VariantSwitch, record_calls
+
+    with fake_world(world_size):
+        cases = {case.name: case for case in build_cases(world_size)}
+        for name in case_names:
+            case = cases[name]
+            torchshard.enable()
+            switch = VariantSwitch(record_calls(case.run))
+            for variant in VARIANTS:
+                if variant != "plain":
+                    switch.switch(variant)
+                call = case.run_plain if variant == "plain" else case.run
+                for _ in range(20):
+                    call()
+                _C.bench_repeat_call(call, iterations, f"{name} / {variant}")
+            switch.close()
+
+
+def _totals(path: str) -> int:
+    with open(path) as handle:
+        for line in handle:
+            if line.startswith(("summary:", "totals:")):
+                return int(line.split()[1])
+    raise ValueError(f"no totals in {path}")
+
+
+def _inclusive(path: str) -> dict[str, int]:
+    """Inclusive Ir of each STAGES function in one dump."""
+    text = subprocess.run(
+        ["callgrind_annotate", "--inclusive=yes", "--threshold=100", path],
+        capture_output=True, text=True, check=True,
+    ).stdout
+    costs: dict[str, int] = {}
+    for stage, function in STAGES.items():
+        for line in text.splitlines():
+            match = re.match(r"\s*([\d,]+)\s.*?(\S*" + re.escape(function) + r")\(", line)
+            if match:
+                costs[stage] = int(match.group(1).replace(",", ""))
+                break
+    return costs
+
+
+def run(args: argparse.Namespace) -> int:
+    if shutil.which("valgrind") is None:
+        raise SystemExit("valgrind is not installed (apt-get install valgrind)")
+    cases = [c.strip() for c in args.cases.split(",")] if args.cases else list(DEFAULT_CASES)
+    iterations = 20 if args.quick else args.iterations
+    with tempfile.TemporaryDirectory() as out_dir:
+        out_file = os.path.join(out_dir, "callgrind.out")
+        command = [
+            "valgrind", "--tool=callgrind", "--collect-atstart=no", "--toggle-collect=*repeat_call*",
+            f"--callgrind-out-file={out_file}",
+            sys.executable, "-m", "torchshard.bench.callgrind", "--target", "--cases", ",".join(cases),
+            "--iterations", str(iterations), "--world-size", str(args.world_size),
+        ]
+        print("running: " + " ".join(command), file=sys.stderr, flush=True)
+        proc = subprocess.run(command, capture_output=True, text=True)
+        if proc.returncode != 0:
+            raise SystemExit(f"valgrind failed:\n{proc.stderr[-3000:]}")
+        dumps = sorted(glob.glob(out_file + ".*"), key=lambda p: int(p.rsplit(".", 1)[1]))
+        dumps = [d for d in dumps if _totals(d) > 0]
+        if len(dumps) != len(cases) * len(VARIANTS):
+            raise SystemExit(f"expected {len(cases) * len(VARIANTS)} dumps, found {len(dumps)}")
+        results = []
+        for index, name in enumerate(cases):
+            per_variant = dumps[index * len(VARIANTS):(index + 1) * len(VARIANTS)]
+            ir = {v: _totals(d) / iterations for v, d in zip(VARIANTS, per_variant)}
+            stages = {k: v / iterations for k, v in _inclusive(per_variant[-1]).items()}
+            results.append({"case": name, "ir_per_call": ir, "torchshard_stages": stages})
+    rows = []
+    for r in results:
+        ir = r["ir_per_call"]
+        ratio = (ir["torchshard"] - ir["floor"]) / (ir["stock"] - ir["floor"])
+        r["overhead_ratio"] = ratio
+        stages = r["torchshard_stages"]
+        rows.append([r["case"], *(f"{ir[v]:,.0f}" for v in VARIANTS), f"{ratio:.2f}",
+                     *(f"{stages[s]:,.0f}" if s in stages else "-" for s in STAGES)])
+    table = report.markdown_table(
+        ["case", *(f"{v} Ir" for v in VARIANTS), "overhead ratio", *STAGES], rows, numeric_from=1)
+    print(table)
+    payload = {"suite": "callgrind", "machine": machine_description(), "iterations": iterations,
+               "command": " ".join(command[:6]) + " python -m torchshard.bench.callgrind --target ...",
+               "results": results}
+    if args.json:
+        report.write_json(args.json, payload)
+    if args.markdown:
+        with open(args.markdown, "w") as handle:
+            handle.write(table + "\n")
+    return 0
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description="callgrind target (run by `python -m torchshard.bench callgrind`)")
+    parser.add_argument("--target", action="store_true", required=True)
+    parser.add_argument("--cases", required=True)
+    parser.add_argument("--iterations", type=int, required=True)
+    parser.add_argument("--world-size", type=int, default=8)
+    args = parser.parse_args()
+    run_target(args.cases.split(","), args.iterations, args.world_size)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

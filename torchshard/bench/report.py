@@ -104,7 +104,7 @@ def dispatch_chart(payload: dict, path: str | Path) -> None:
         f"{summary['median_speedup']:.2f}x, overhead ratio {summary['median_overhead_ratio']:.2f}",
         fontsize=9,
     )
-    ax.legend(loc="lower right", fontsize=8)
+    ax.legend(loc="upper right", fontsize=8)
     ax.grid(axis="x", alpha=0.3)
     fig.tight_layout()
     fig.savefig(path, dpi=110)

@@ -4,8 +4,7 @@
 #include "csrc/python/key_builder.h"
 #include "csrc/python/py_refs.h"
 #include "csrc/python/thread_cache.h"
-
-#include <structmember.h>
+#include "csrc/python/vectorcall_type.h"
 
 #include <array>
 #include <chrono>
@@ -23,9 +22,7 @@
 namespace torchshard {
 namespace {
 
-struct FloorRuleObject {
-  PyObject_HEAD
-  vectorcallfunc vectorcall;
+struct FloorRuleObject : VectorcallObject {
   PyObject* result;
 };
 
@@ -56,25 +53,13 @@ void floor_rule_dealloc(PyObject* self) {
 PyTypeObject* floor_rule_type = nullptr;  // created once, lives as long as the module
 
 PyTypeObject* create_floor_rule_type() {
-  static PyMemberDef members[] = {
-      {"__vectorcalloffset__", T_PYSSIZET, offsetof(FloorRuleObject, vectorcall), READONLY, nullptr},
-      {nullptr, 0, 0, 0, nullptr},
-  };
-  static PyType_Slot slots[] = {
-      {Py_tp_dealloc, reinterpret_cast<void*>(&floor_rule_dealloc)},
-      {Py_tp_call, reinterpret_cast<void*>(&PyVectorcall_Call)},
-      {Py_tp_members, members},
-      {Py_tp_doc, const_cast<char*>("Benchmark only: a torch_dispatch rule returning a prebuilt result.")},
-      {0, nullptr},
-  };
-  static PyType_Spec spec = {
+  return create_vectorcall_type({
       "torchshard._C.FloorRule",
       sizeof(FloorRuleObject),
-      0,
-      Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_VECTORCALL,
-      slots,
-  };
-  return reinterpret_cast<PyTypeObject*>(PyType_FromSpec(&spec));
+      &floor_rule_dealloc,
+      nullptr,
+      "Benchmark only: a torch_dispatch rule returning a prebuilt result.",
+  });
 }
 
 py::object make_floor_rule(py::object result, bool fresh_wrapper) {

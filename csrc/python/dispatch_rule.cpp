@@ -10,20 +10,18 @@
 #include "csrc/python/op_tally.h"
 #include "csrc/python/sharding_miss.h"
 #include "csrc/python/thread_cache.h"
+#include "csrc/python/vectorcall_type.h"
 
 #include <ATen/PythonTorchFunctionTLS.h>
 #include <c10/core/impl/TorchDispatchModeTLS.h>
 #include <torch/csrc/Exceptions.h>
-#include <structmember.h>
 
 #include <memory>
 
 namespace torchshard {
 namespace {
 
-struct NativeRuleObject {
-  PyObject_HEAD
-  vectorcallfunc vectorcall;
+struct NativeRuleObject : VectorcallObject {
   OpDescriptor* op;
 };
 
@@ -216,26 +214,13 @@ PyObject* native_rule_repr(PyObject* self) {
 PyTypeObject* native_rule_type = nullptr;
 
 PyTypeObject* create_native_rule_type() {
-  static PyMemberDef members[] = {
-      {"__vectorcalloffset__", T_PYSSIZET, offsetof(NativeRuleObject, vectorcall), READONLY, nullptr},
-      {nullptr, 0, 0, 0, nullptr},
-  };
-  static PyType_Slot slots[] = {
-      {Py_tp_dealloc, reinterpret_cast<void*>(&native_rule_dealloc)},
-      {Py_tp_repr, reinterpret_cast<void*>(&native_rule_repr)},
-      {Py_tp_call, reinterpret_cast<void*>(&PyVectorcall_Call)},
-      {Py_tp_members, members},
-      {Py_tp_doc, const_cast<char*>("torchshard's native torch_dispatch rule for one DTensor op.")},
-      {0, nullptr},
-  };
-  static PyType_Spec spec = {
+  return create_vectorcall_type({
       "torchshard._C.NativeRule",
       sizeof(NativeRuleObject),
-      0,
-      Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_VECTORCALL,
-      slots,
-  };
-  return reinterpret_cast<PyTypeObject*>(PyType_FromSpec(&spec));
+      &native_rule_dealloc,
+      &native_rule_repr,
+      "torchshard's native torch_dispatch rule for one DTensor op.",
+  });
 }
 
 py::object make_rule(py::handle overload, int64_t static_argnum,

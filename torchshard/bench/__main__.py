@@ -51,7 +51,10 @@ def _parser() -> argparse.ArgumentParser:
     callgrind = commands.add_parser("callgrind", help="instruction counts per call (needs valgrind)")
     callgrind.add_argument("--cases", default="", metavar="NAME[,NAME]",
                            help="exact case names (see dispatch --list); default: six representative cases")
-    callgrind.add_argument("--iterations", type=int, default=500, help="calls per variant (default 500)")
+    callgrind.add_argument("--workload", metavar="NAME:OPTIMIZER:SHAPES",
+                           help="count training steps instead (e.g. tp_block:foreach:small)")
+    callgrind.add_argument("--iterations", type=int, default=500,
+                           help="calls (or steps) per variant (default 500)")
     callgrind.add_argument("--quick", action="store_true", help="20 calls per variant")
     _add_output_options(callgrind)
     return parser

@@ -8,6 +8,10 @@ function and dumps a profile as it returns (a client request; the extension must
 built where valgrind's headers are installed), so each dump is exactly one variant's
 calls. Torchshard's dumps also give the inclusive cost of the hit path's stages.
 
+With ``--workload NAME:OPTIMIZER:SHAPES`` it counts whole training steps instead
+(workloads.py), stock then torchshard, and how many of a step's instructions run
+inside stock's C++ DTensor path or inside torchshard's rule.
+
 The command it runs, per the docs (docs/benchmarks.md)::
 
     valgrind --tool=callgrind --collect-atstart=no --toggle-collect='*repeat_call*' \\
@@ -73,6 +77,36 @@ def run_target(case_names: list[str], iterations: int, world_size: int) -> None:
             switch.close()
 
 
+STEP_VARIANTS = ("stock", "torchshard")
+# Where the DTensor op path's instructions go inside a training step.
+STEP_STAGES = {
+    "stock's C++ DTensor path": "dispatchDTensorOp",
+    "torchshard's rule": "native_rule_vectorcall",
+}
+
+
+def run_step_target(workload_spec: str, iterations: int, world_size: int) -> None:
+    """Inside valgrind: `iterations` training steps of one workload, stock then torchshard."""
+    import itertools
+
+    import torchshard
+    from torchshard._native import _C
+    from torchshard.bench import workloads
+    from torchshard.bench.fake_world import fake_world
+
+    name, optimizer, shapes = workload_spec.split(":")
+    with fake_world(world_size):
+        workload = workloads.build(name, {"small": workloads.SMALL, "medium": workloads.MEDIUM}[shapes],
+                                   optimizer=optimizer)
+        steps = itertools.count()
+        for variant in STEP_VARIANTS:
+            (torchshard.disable if variant == "stock" else torchshard.enable)()
+            for _ in range(3):  # warm caches and optimizer state
+                workload.step(next(steps))
+            _C.bench_repeat_call(lambda: workload.step(next(steps)), iterations, f"{workload_spec} / {variant}")
+        torchshard.enable()
+
+
 def _totals(path: str) -> int:
     with open(path) as handle:
         for line in handle:
@@ -81,14 +115,14 @@ def _totals(path: str) -> int:
     raise ValueError(f"no totals in {path}")
 
 
-def _inclusive(path: str) -> dict[str, int]:
-    """Inclusive Ir of each STAGES function in one dump."""
+def _inclusive(path: str, stages: dict[str, str] = STAGES) -> dict[str, int]:
+    """Inclusive Ir of each `stages` function in one dump."""
     text = subprocess.run(
         ["callgrind_annotate", "--inclusive=yes", "--threshold=100", path],
         capture_output=True, text=True, check=True,
     ).stdout
     costs: dict[str, int] = {}
-    for stage, function in STAGES.items():
+    for stage, function in stages.items():
         for line in text.splitlines():
             match = re.match(r"\s*([\d,]+)\s.*?(\S*" + re.escape(function) + r")\(", line)
             if match:
@@ -97,27 +131,58 @@ def _inclusive(path: str) -> dict[str, int]:
     return costs
 
 
-def run(args: argparse.Namespace) -> int:
+def _run_valgrind(target_args: list[str], out_dir: str, expected_dumps: int) -> tuple[list[str], list[str]]:
+    """Runs the target under callgrind; returns the command and its dumps, in order."""
     if shutil.which("valgrind") is None:
         raise SystemExit("valgrind is not installed (apt-get install valgrind)")
+    out_file = os.path.join(out_dir, "callgrind.out")
+    command = [
+        "valgrind", "--tool=callgrind", "--collect-atstart=no", "--toggle-collect=*repeat_call*",
+        f"--callgrind-out-file={out_file}", sys.executable, "-m", "torchshard.bench.callgrind",
+        "--target", *target_args,
+    ]
+    print("running: " + " ".join(command), file=sys.stderr, flush=True)
+    proc = subprocess.run(command, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise SystemExit(f"valgrind failed:\n{proc.stderr[-3000:]}")
+    dumps = sorted(glob.glob(out_file + ".*"), key=lambda p: int(p.rsplit(".", 1)[1]))
+    dumps = [d for d in dumps if _totals(d) > 0]
+    if len(dumps) != expected_dumps:
+        raise SystemExit(f"expected {expected_dumps} dumps, found {len(dumps)} (was the extension built "
+                         "with valgrind's headers installed?)")
+    return command, dumps
+
+
+def run_steps(args: argparse.Namespace) -> int:
+    """Instructions per training step, stock vs torchshard, and the DTensor path's share."""
+    iterations = 2 if args.quick else args.iterations
+    with tempfile.TemporaryDirectory() as out_dir:
+        command, dumps = _run_valgrind(
+            ["--workload", args.workload, "--iterations", str(iterations), "--world-size", str(args.world_size)],
+            out_dir, len(STEP_VARIANTS))
+        per_step = {v: _totals(d) / iterations for v, d in zip(STEP_VARIANTS, dumps)}
+        stages = {v: {k: c / iterations for k, c in _inclusive(d, STEP_STAGES).items()}
+                  for v, d in zip(STEP_VARIANTS, dumps)}
+    rows = [[v, f"{per_step[v]:,.0f}", *(f"{stages[v].get(s, 0):,.0f}" for s in STEP_STAGES)]
+            for v in STEP_VARIANTS]
+    table = report.markdown_table(["variant", "Ir per step", *STEP_STAGES], rows, numeric_from=1)
+    table += f"\n\nstep instruction ratio stock / torchshard: {per_step['stock'] / per_step['torchshard']:.2f}x"
+    payload = {"suite": "callgrind-steps", "machine": machine_description(), "workload": args.workload,
+               "iterations": iterations, "ir_per_step": per_step, "stages": stages,
+               "command": " ".join(command[:5]) + " python -m torchshard.bench.callgrind --target ..."}
+    report.print_and_write(args, table, payload, lambda payload, path: None)
+    return 0
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.workload:
+        return run_steps(args)
     cases = [c.strip() for c in args.cases.split(",")] if args.cases else list(DEFAULT_CASES)
     iterations = 20 if args.quick else args.iterations
     with tempfile.TemporaryDirectory() as out_dir:
-        out_file = os.path.join(out_dir, "callgrind.out")
-        command = [
-            "valgrind", "--tool=callgrind", "--collect-atstart=no", "--toggle-collect=*repeat_call*",
-            f"--callgrind-out-file={out_file}",
-            sys.executable, "-m", "torchshard.bench.callgrind", "--target", "--cases", ",".join(cases),
-            "--iterations", str(iterations), "--world-size", str(args.world_size),
-        ]
-        print("running: " + " ".join(command), file=sys.stderr, flush=True)
-        proc = subprocess.run(command, capture_output=True, text=True)
-        if proc.returncode != 0:
-            raise SystemExit(f"valgrind failed:\n{proc.stderr[-3000:]}")
-        dumps = sorted(glob.glob(out_file + ".*"), key=lambda p: int(p.rsplit(".", 1)[1]))
-        dumps = [d for d in dumps if _totals(d) > 0]
-        if len(dumps) != len(cases) * len(VARIANTS):
-            raise SystemExit(f"expected {len(cases) * len(VARIANTS)} dumps, found {len(dumps)}")
+        command, dumps = _run_valgrind(
+            ["--cases", ",".join(cases), "--iterations", str(iterations), "--world-size", str(args.world_size)],
+            out_dir, len(cases) * len(VARIANTS))
         results = []
         for index, name in enumerate(cases):
             per_variant = dumps[index * len(VARIANTS):(index + 1) * len(VARIANTS)]
@@ -134,26 +199,49 @@ def run(args: argparse.Namespace) -> int:
                      *(f"{stages[s]:,.0f}" if s in stages else "-" for s in STAGES)])
     table = report.markdown_table(
         ["case", *(f"{v} Ir" for v in VARIANTS), "overhead ratio", *STAGES], rows, numeric_from=1)
-    print(table)
     payload = {"suite": "callgrind", "machine": machine_description(), "iterations": iterations,
-               "command": " ".join(command[:6]) + " python -m torchshard.bench.callgrind --target ...",
+               "command": " ".join(command[:5]) + " python -m torchshard.bench.callgrind --target ...",
                "results": results}
-    if args.json:
-        report.write_json(args.json, payload)
-    if args.markdown:
-        with open(args.markdown, "w") as handle:
-            handle.write(table + "\n")
+    report.print_and_write(args, table, payload, chart)
     return 0
+
+
+def chart(payload: dict, path: str) -> None:
+    """Instructions per call of each variant, per case (from the JSON form)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    results = payload["results"]
+    fig, ax = plt.subplots(figsize=(8, 0.55 * len(results) + 1.4))
+    height = 0.8 / len(VARIANTS)
+    colors = {"plain": "#bbbbbb", "floor": "#7f7f7f", "stock": "#d62728", "torchshard": "#1f77b4"}
+    for index, variant in enumerate(VARIANTS):
+        positions = [i + (index - 1.5) * height for i in range(len(results))]
+        ax.barh(positions, [r["ir_per_call"][variant] / 1e3 for r in results], height=height,
+                color=colors[variant], label=variant)
+    ax.set_yticks(range(len(results)), [r["case"] for r in results], fontsize=8)
+    ax.invert_yaxis()
+    ax.set_xlabel("thousand instructions per call (callgrind)")
+    ax.legend(loc="lower right", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description="callgrind target (run by `python -m torchshard.bench callgrind`)")
     parser.add_argument("--target", action="store_true", required=True)
-    parser.add_argument("--cases", required=True)
+    parser.add_argument("--cases")
+    parser.add_argument("--workload")
     parser.add_argument("--iterations", type=int, required=True)
     parser.add_argument("--world-size", type=int, default=8)
     args = parser.parse_args()
-    run_target(args.cases.split(","), args.iterations, args.world_size)
+    if args.workload:
+        run_step_target(args.workload, args.iterations, args.world_size)
+    else:
+        run_target(args.cases.split(","), args.iterations, args.world_size)
     return 0
 
 

@@ -1,14 +1,14 @@
 """Rendering suite results: Markdown tables, JSON, and the PNG chart (matplotlib).
 
-The JSON is the source of truth: ``--png`` charts are drawn from the same data, and
-``python -m torchshard.bench chart results.json out.png`` redraws one later.
+The JSON is the source of truth: ``--png`` charts are drawn from its data (the
+payload after :func:`to_plain`), never from anything else.
 """
 
 from __future__ import annotations
 
 import json
 import statistics
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, is_dataclass
 from pathlib import Path
 
@@ -74,6 +74,18 @@ def write_json(path: str | Path, payload: dict) -> None:
     Path(path).write_text(json.dumps(to_plain(payload), indent=2) + "\n")
 
 
+def print_and_write(args, text: str, payload: dict, draw_chart: Callable[[dict, str], None]) -> None:
+    """Prints `text`; writes --json (payload), --markdown (text) and --png (the chart
+    `draw_chart` draws from the JSON form of payload) where asked."""
+    print(text)
+    if args.json:
+        write_json(args.json, payload)
+    if args.markdown:
+        Path(args.markdown).write_text(text + "\n")
+    if args.png:
+        draw_chart(to_plain(payload), args.png)
+
+
 def dispatch_chart(payload: dict, path: str | Path) -> None:
     """Per op (median over its placements): plain, floor, stock and torchshard µs.
 
@@ -111,8 +123,9 @@ def dispatch_chart(payload: dict, path: str | Path) -> None:
     plt.close(fig)
 
 
-def curves_chart(curves: dict[str, dict], path: str | Path) -> None:
+def curves_chart(payload: dict, path: str | Path) -> None:
     """One panel per scaling curve: x -> median hit µs, one line per variant."""
+    curves = payload["curves"]
     import matplotlib
 
     matplotlib.use("Agg")

@@ -37,8 +37,6 @@ def run(args: argparse.Namespace) -> int:
             progress.step(case.name)
     summary = summarize(results)
     table = report.dispatch_table(results)
-    text = report.dispatch_summary(summary)
-    print(table + "\n\n" + text)
     payload = {
         "suite": "dispatch",
         "machine": machine_description(),
@@ -47,11 +45,6 @@ def run(args: argparse.Namespace) -> int:
         "summary": summary,
         "results": results,
     }
-    if args.json:
-        report.write_json(args.json, payload)
-    if args.markdown:
-        with open(args.markdown, "w") as handle:
-            handle.write(table + "\n\n" + text + "\n")
-    if args.png:
-        report.dispatch_chart(report.to_plain(payload), args.png)
+    text = table + "\n\n" + report.dispatch_summary(summary)
+    report.print_and_write(args, text, payload, report.dispatch_chart)
     return 0

@@ -185,17 +185,9 @@ def run(args: argparse.Namespace) -> int:
         )):
             curves[step] = build()
             progress.step(step)
-    text = format_curves(curves)
-    print(text)
     payload = {"suite": "scaling", "machine": machine_description(), "settings": settings,
                "world_size": args.world_size, "curves": curves}
-    if args.json:
-        report.write_json(args.json, payload)
-    if args.markdown:
-        with open(args.markdown, "w") as handle:
-            handle.write(text + "\n")
-    if args.png:
-        report.curves_chart(curves, args.png)
+    report.print_and_write(args, format_curves(curves), payload, report.curves_chart)
     return 0
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import statistics
 import sys
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 
 
@@ -39,6 +39,13 @@ def time_batch_us(fn: Callable[[], object], batch: int) -> float:
     return (time.perf_counter_ns() - start) / batch / 1e3
 
 
+def rotations(names: list[str], rounds: int) -> Iterator[list[str]]:
+    """The variant order of each round: rotated by one per round to spread drift."""
+    for round_index in range(rounds):
+        shift = round_index % len(names)
+        yield names[shift:] + names[:shift]
+
+
 def interleaved(
     variants: Mapping[str, tuple[Callable[[], None], Callable[[], object]]],
     rounds: int,
@@ -50,11 +57,9 @@ def interleaved(
     `variants` maps a name to (switch, call): `switch` puts the process in the
     variant's state (enables torchshard, installs a rule, ...) before its calls.
     """
-    names = list(variants)
-    samples: dict[str, list[float]] = {name: [] for name in names}
-    for round_index in range(rounds):
-        shift = round_index % len(names)
-        for name in names[shift:] + names[:shift]:
+    samples: dict[str, list[float]] = {name: [] for name in variants}
+    for names in rotations(list(variants), rounds):
+        for name in names:
             switch, call = variants[name]
             switch()
             for _ in range(warmup):
@@ -72,11 +77,9 @@ def each_call(
     For calls that must start from a prepared state every time (a cold cache);
     they are slow enough (tens of µs) that one timer read per call is negligible.
     """
-    names = list(variants)
-    samples: dict[str, list[float]] = {name: [] for name in names}
-    for round_index in range(rounds):
-        shift = round_index % len(names)
-        for name in names[shift:] + names[:shift]:
+    samples: dict[str, list[float]] = {name: [] for name in variants}
+    for names in rotations(list(variants), rounds):
+        for name in names:
             prepare, call = variants[name]
             prepare()
             start = time.perf_counter_ns()

@@ -104,16 +104,17 @@ def format_table(results: list[Result]) -> str:
     return "\n".join([header, *rows])
 
 
-def chart(results: list[Result], path: str) -> None:
-    """Step-time speedup per workload, optimizer and shape set."""
+def chart(payload: dict, path: str) -> None:
+    """Step-time speedup per workload, optimizer and shape set (from the JSON form)."""
+    results = payload["results"]
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    labels = [f"{r.workload} {r.optimizer} {r.shapes}" for r in results]
+    labels = [f"{r['workload']} {r['optimizer']} {r['shapes']}" for r in results]
     fig, ax = plt.subplots(figsize=(8, 0.3 * len(results) + 1.4))
-    ax.barh(range(len(results)), [r.speedup for r in results], color="#1f77b4")
+    ax.barh(range(len(results)), [r["speedup"] for r in results], color="#1f77b4")
     ax.axvline(1.0, color="#d62728", linewidth=1)
     ax.set_yticks(range(len(results)), labels, fontsize=8)
     ax.invert_yaxis()
@@ -139,16 +140,8 @@ def run(args: argparse.Namespace) -> int:
         for case in cases:
             results.append(measure(*case, rounds=args.rounds, steps=args.steps, warmup=args.warmup))
             progress.step(" / ".join(case))
-    table = format_table(results)
-    print(table)
     settings = {k: getattr(args, k) for k in ("workloads", "optimizers", "shapes", "rounds", "steps", "warmup")}
     payload = {"suite": "training", "machine": machine_description(), "settings": settings,
                "world_size": args.world_size, "results": results}
-    if args.json:
-        report.write_json(args.json, payload)
-    if args.markdown:
-        with open(args.markdown, "w") as handle:
-            handle.write(table + "\n")
-    if args.png:
-        chart(results, args.png)
+    report.print_and_write(args, format_table(results), payload, chart)
     return 0

@@ -1,0 +1,35 @@
+#include "csrc/python/vectorcall_type.h"
+
+#include <structmember.h>
+
+#include <vector>
+
+namespace torchshard {
+
+PyTypeObject* create_vectorcall_type(const VectorcallTypeSpec& spec) {
+  // Kept for the type's lifetime (the module's): the type may point at them.
+  auto* members = new PyMemberDef[2]{
+      {"__vectorcalloffset__", T_PYSSIZET, offsetof(VectorcallObject, vectorcall), READONLY, nullptr},
+      {nullptr, 0, 0, 0, nullptr},
+  };
+  std::vector<PyType_Slot> slots = {
+      {Py_tp_dealloc, reinterpret_cast<void*>(spec.dealloc)},
+      {Py_tp_call, reinterpret_cast<void*>(&PyVectorcall_Call)},
+      {Py_tp_members, members},
+      {Py_tp_doc, const_cast<char*>(spec.doc)},
+  };
+  if (spec.repr != nullptr) {
+    slots.push_back({Py_tp_repr, reinterpret_cast<void*>(spec.repr)});
+  }
+  slots.push_back({0, nullptr});
+  PyType_Spec type_spec = {
+      spec.name,
+      static_cast<int>(spec.basic_size),
+      0,
+      Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_VECTORCALL,
+      slots.data(),
+  };
+  return reinterpret_cast<PyTypeObject*>(PyType_FromSpec(&type_spec));
+}
+
+} // namespace torchshard

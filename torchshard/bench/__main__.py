@@ -49,8 +49,9 @@ def _parser() -> argparse.ArgumentParser:
     training.add_argument("--quick", action="store_true", help="a smoke run: one workload, few steps")
     _add_output_options(training)
     callgrind = commands.add_parser("callgrind", help="instruction counts per call (needs valgrind)")
-    callgrind.add_argument("--cases", default="", metavar="NAME[,NAME]",
-                           help="exact case names (see dispatch --list); default: six representative cases")
+    callgrind.add_argument("--cases", default="", metavar="NAME[;NAME]",
+                           help="exact case names, ';'-separated (see dispatch --list); default: six "
+                                "representative cases")
     callgrind.add_argument("--workload", metavar="NAME:OPTIMIZER:SHAPES",
                            help="count training steps instead (e.g. tp_block:foreach:small)")
     callgrind.add_argument("--iterations", type=int, default=500,

@@ -34,6 +34,7 @@ from torchshard.bench import report
 from torchshard.bench.fake_world import machine_description
 
 VARIANTS = ("plain", "floor", "stock", "torchshard")
+CASE_SEPARATOR = ";"  # case names contain commas ("mul(x, 2.5) ...")
 DEFAULT_CASES = (
     "add S(0)+S(0) 1-D",
     "mul(x, 2.5) [py scalar] S(0) 1-D",
@@ -177,11 +178,11 @@ def run_steps(args: argparse.Namespace) -> int:
 def run(args: argparse.Namespace) -> int:
     if args.workload:
         return run_steps(args)
-    cases = [c.strip() for c in args.cases.split(",")] if args.cases else list(DEFAULT_CASES)
+    cases = [c.strip() for c in args.cases.split(CASE_SEPARATOR)] if args.cases else list(DEFAULT_CASES)
     iterations = 20 if args.quick else args.iterations
     with tempfile.TemporaryDirectory() as out_dir:
         command, dumps = _run_valgrind(
-            ["--cases", ",".join(cases), "--iterations", str(iterations), "--world-size", str(args.world_size)],
+            ["--cases", CASE_SEPARATOR.join(cases), "--iterations", str(iterations), "--world-size", str(args.world_size)],
             out_dir, len(cases) * len(VARIANTS))
         results = []
         for index, name in enumerate(cases):
@@ -241,7 +242,7 @@ def main() -> int:
     if args.workload:
         run_step_target(args.workload, args.iterations, args.world_size)
     else:
-        run_target(args.cases.split(","), args.iterations, args.world_size)
+        run_target(args.cases.split(CASE_SEPARATOR), args.iterations, args.world_size)
     return 0
 
 

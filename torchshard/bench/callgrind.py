@@ -83,6 +83,9 @@ STEP_VARIANTS = ("stock", "torchshard")
 STEP_STAGES = {
     "stock's C++ DTensor path": "dispatchDTensorOp",
     "torchshard's rule": "native_rule_vectorcall",
+    "rule: local op": "run_local_op",
+    "rule: wrap": "wrap_local_results",
+    "rule: key build": "build_op_key",
 }
 
 

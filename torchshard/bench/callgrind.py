@@ -220,15 +220,14 @@ def chart(payload: dict, path: str) -> None:
     results = payload["results"]
     fig, ax = plt.subplots(figsize=(8, 0.55 * len(results) + 1.4))
     height = 0.8 / len(VARIANTS)
-    colors = {"plain": "#bbbbbb", "floor": "#7f7f7f", "stock": "#d62728", "torchshard": "#1f77b4"}
     for index, variant in enumerate(VARIANTS):
         positions = [i + (index - 1.5) * height for i in range(len(results))]
         ax.barh(positions, [r["ir_per_call"][variant] / 1e3 for r in results], height=height,
-                color=colors[variant], label=variant)
+                color=report.VARIANT_COLORS[variant], label=variant)
     ax.set_yticks(range(len(results)), [r["case"] for r in results], fontsize=8)
     ax.invert_yaxis()
     ax.set_xlabel("thousand instructions per call (callgrind)")
-    ax.legend(loc="lower right", fontsize=8)
+    ax.legend(loc="best", fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

@@ -86,6 +86,10 @@ def print_and_write(args, text: str, payload: dict, draw_chart: Callable[[dict, 
         draw_chart(to_plain(payload), args.png)
 
 
+# One color per variant in every chart.
+VARIANT_COLORS = {"plain": "#bbbbbb", "floor": "#7f7f7f", "stock": "#d62728", "torchshard": "#1f77b4"}
+
+
 def dispatch_chart(payload: dict, path: str | Path) -> None:
     """Per op (median over its placements): plain, floor, stock and torchshard µs.
 
@@ -100,7 +104,7 @@ def dispatch_chart(payload: dict, path: str | Path) -> None:
     for result in payload["results"]:
         by_op.setdefault(result["op"], []).append(result)
     ops = sorted(by_op, key=lambda op: statistics.median(r["stock"]["median_us"] for r in by_op[op]))
-    columns = [("plain", "#bbbbbb"), ("floor", "#7f7f7f"), ("stock", "#d62728"), ("torchshard", "#1f77b4")]
+    columns = list(VARIANT_COLORS.items())
     fig, ax = plt.subplots(figsize=(9, 0.32 * len(ops) + 1.6))
     height = 0.8 / len(columns)
     for index, (column, color) in enumerate(columns):
@@ -134,7 +138,10 @@ def curves_chart(payload: dict, path: str | Path) -> None:
     fig, axes = plt.subplots(1, len(curves), figsize=(4.2 * len(curves), 3.4), squeeze=False)
     for ax, (name, curve) in zip(axes[0], curves.items()):
         for variant, points in curve["series"].items():
-            ax.plot([p["x"] for p in points], [p["median_us"] for p in points], marker="o", label=variant)
+            ax.plot([p["x"] for p in points], [p["median_us"] for p in points], marker="o", label=variant,
+                    color=VARIANT_COLORS.get(variant, "#ff7f0e"))
+        ax.set_xticks([p["x"] for p in next(iter(curve["series"].values()))],
+                      [str(p["x"]) for p in next(iter(curve["series"].values()))], fontsize=7)
         if curve.get("log_x"):
             ax.set_xscale("log")
         if curve.get("log_y"):

@@ -43,6 +43,7 @@ import torchshard
 from dtensor_compare import assert_same_result
 
 __all__ = [
+    "Case",
     "CaseRecord",
     "OpTally",
     "assert_same_case",
@@ -52,6 +53,7 @@ __all__ = [
     "render_report",
     "run_case",
     "run_op",
+    "run_side",
 ]
 
 # As upstream's test_dtensor_ops.py: sizes that 4 ranks divide evenly, so more sample
@@ -195,8 +197,15 @@ def _first_tensor(value: Any) -> torch.Tensor | None:
     return next((t for t in leaves if isinstance(t, torch.Tensor)), None)
 
 
-def _run_side(case: Case, mesh: DeviceMesh, seed: int) -> SideResult:
-    torch.manual_seed(seed)
+def run_side(case: Case, mesh: DeviceMesh, *, stock: bool) -> SideResult:
+    """One side of ``case`` as the process is set up now (torchshard enabled or not),
+    from the case's RNG seed. ``stock``: start from an empty built-in DTensor cache of
+    this thread: stock keys only the keyword values its schema info names, so an
+    earlier sample's entry would hand this one a stale spec (``histc(bins=1)`` after
+    ``histc()`` gets a 100-bin spec; see docs/design.md)."""
+    if stock:
+        torch._C._clear_DTensor_sharding_propagator_cache()
+    torch.manual_seed(_seed(op_id(case.op), case.sample_index, repr(case.placements)))
     args, kwargs, leaves = case.build(mesh)
     side = SideResult(leaves)
     try:
@@ -216,14 +225,9 @@ def _run_side(case: Case, mesh: DeviceMesh, seed: int) -> SideResult:
     return side
 
 
-def _run_stock_side(case: Case, mesh: DeviceMesh, seed: int) -> SideResult:
-    """The stock side, from an empty built-in DTensor cache: stock keys only the keyword
-    values its schema info names, so an earlier sample's entry would hand this one a
-    stale spec (``histc(bins=1)`` after ``histc()`` gets a 100-bin spec; see
-    docs/design.md)."""
-    torch._C._clear_DTensor_sharding_propagator_cache()
+def _run_stock_side(case: Case, mesh: DeviceMesh) -> SideResult:
     with torchshard.disabled():
-        return _run_side(case, mesh, seed)
+        return run_side(case, mesh, stock=True)
 
 
 def _error_type(error: BaseException | None) -> type | None:
@@ -273,16 +277,15 @@ def run_case(case: Case, mesh: DeviceMesh) -> CaseRecord:
     the same seed (an RNG op whose DTensor RNG tracker has moved on): then every field
     but the values is compared, and the record says so.
     """
-    seed = _seed(op_id(case.op), case.sample_index, repr(case.placements))
-    stock = _run_stock_side(case, mesh, seed)
+    stock = _run_stock_side(case, mesh)
     before = torchshard.stats()
-    ours = _run_side(case, mesh, seed)
+    ours = run_side(case, mesh, stock=False)
     calls, native_calls, declines = _counter_delta(before, torchshard.stats())
     values = True
     try:
         assert_same_case(stock, ours)
     except AssertionError:
-        stock_again = _run_stock_side(case, mesh, seed)
+        stock_again = _run_stock_side(case, mesh)
         try:
             assert_same_case(stock, stock_again)
         except AssertionError:

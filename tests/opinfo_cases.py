@@ -332,6 +332,8 @@ class OpTally:
             return "no samples"
         if not self.stock_supported:
             return "stock raises"
+        if self.calls == 0:
+            return "no rule"
         return "native" if self.native_calls else "declined"
 
 
@@ -363,8 +365,8 @@ def _reasons(counts: dict[str, int]) -> str:
 
 def render_report(tallies: dict[str, OpTally], *, samples: int | None, combos: int | None) -> str:
     """Markdown: every op by outcome, with torchshard's own counters (stats()) per op."""
-    by_outcome: dict[str, list[str]] = {"native": [], "declined": [], "stock raises": [], "mismatch": [],
-                                        "no samples": []}
+    by_outcome: dict[str, list[str]] = {"native": [], "declined": [], "no rule": [],
+                                        "stock raises": [], "mismatch": [], "no samples": []}
     for name in sorted(tallies):
         by_outcome[tallies[name].outcome].append(name)
     cases = sum(t.cases for t in tallies.values())
@@ -381,6 +383,9 @@ def render_report(tallies: dict[str, OpTally], *, samples: int | None, combos: i
         "",
         f"* identical, served natively (at least one native call): {len(by_outcome['native'])}",
         f"* identical, declined to stock (no native call): {len(by_outcome['declined'])}",
+        f"* identical, stock only (no DTensor call reached a torchshard rule: factory functions, "
+        f"ops stock decomposes before dispatch): {len(by_outcome['no rule'])}: "
+        f"{', '.join(by_outcome['no rule']) or 'none'}",
         f"* stock raises on Replicate inputs (exception type identical): "
         f"{len(by_outcome['stock raises'])}",
         f"* no float32 CPU sample in op_db: {len(by_outcome['no samples'])}: "

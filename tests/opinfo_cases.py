@@ -390,7 +390,8 @@ def render_report(tallies: dict[str, OpTally], *, samples: int | None, combos: i
         f"{len(by_outcome['stock raises'])}",
         f"* no float32 CPU sample in op_db: {len(by_outcome['no samples'])}: "
         f"{', '.join(by_outcome['no samples']) or 'none'}",
-        f"* compared without values (stock does not reproduce itself: RNG): {len(metadata_only)}: "
+        f"* compared without values (stock does not reproduce its own values: uninitialized "
+        f"memory): {len(metadata_only)}: "
         f"{', '.join(metadata_only) or 'none'}",
         "",
         "### Served natively",

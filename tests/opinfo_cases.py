@@ -37,6 +37,7 @@ from torch.testing._internal import common_methods_invocations
 from torch.testing._internal.common_methods_invocations import op_db
 from torch.testing._internal.distributed._tensor.common_dtensor import DTensorConverter
 from torch.testing._internal.opinfo.core import OpInfo, SampleInput
+from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten, tree_unflatten
 
 import torchshard
@@ -51,6 +52,7 @@ __all__ = [
     "float32_ops",
     "op_id",
     "render_report",
+    "reproducible_ops",
     "run_case",
     "run_op",
     "run_side",
@@ -176,6 +178,43 @@ def case_plan(op: OpInfo, mesh: DeviceMesh, *, samples: int | None, combos: int 
         rng = random.Random(_seed(op_id(op), index))
         for placements in _combos(_placement_choices(mesh, sample), combos, rng):
             yield Case(op, index, sample, placements)
+
+
+class _SeededOpRecorder(TorchDispatchMode):
+    """Records whether any dispatched op is tagged nondeterministic_seeded (draws RNG)."""
+
+    seen = False
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        self.seen |= torch.Tag.nondeterministic_seeded in func.tags
+        return func(*args, **(kwargs or {}))
+
+
+def _is_reproducible(op: OpInfo) -> bool:
+    """Whether the op's values are reproducible without a shared RNG: it returns
+    initialized memory (not empty*/new_empty*) and, on its first sample with plain
+    tensors, dispatches no op that draws from an RNG."""
+    if op.name.startswith(("empty", "new_empty")):
+        return False
+    sample = next(iter(op.sample_inputs("cpu", torch.float32)), None)
+    if sample is None:
+        return False
+    recorder = _SeededOpRecorder()
+    try:
+        with recorder:
+            op(sample.input, *sample.args, **sample.kwargs)
+    except Exception:  # noqa: BLE001 - only the dispatched ops matter here
+        pass
+    return not recorder.seen
+
+
+def reproducible_ops(count: int, *, seed: int) -> list[OpInfo]:
+    """A seeded sample of ``count`` float32 ops whose values are reproducible, for runs
+    where ranks cannot share one RNG sequence or rerun stock on their own (thread and
+    process ranks), ordered by id."""
+    candidates = list(float32_ops())
+    random.Random(seed).shuffle(candidates)
+    return sorted((op for op in candidates[: 2 * count] if _is_reproducible(op)), key=op_id)[:count]
 
 
 # ----------------------------------------------------------------------------- running

@@ -19,7 +19,6 @@ two seeded others.
 
 from __future__ import annotations
 
-import random
 import threading
 from dataclasses import dataclass, field
 from typing import Any
@@ -28,7 +27,6 @@ import pytest
 import torch
 import torch.distributed as dist
 from torch.distributed.device_mesh import init_device_mesh
-from torch.utils._python_dispatch import TorchDispatchMode
 from torch.testing._internal.distributed.multi_threaded_pg import (
     ProcessLocalGroup,
     _install_threaded_pg,
@@ -36,48 +34,13 @@ from torch.testing._internal.distributed.multi_threaded_pg import (
 )
 
 import torchshard
-from opinfo_cases import Case, assert_same_case, case_plan, float32_ops, op_id, run_side
+from opinfo_cases import Case, assert_same_case, case_plan, op_id, reproducible_ops, run_side
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("fresh_torchshard")]
 
 WORLD = 4
 OPS_IN_SUBSET = 40
 JOIN_TIMEOUT_S = 600
-
-
-class _SeededOpRecorder(TorchDispatchMode):
-    """Records whether any dispatched op is tagged nondeterministic_seeded (draws RNG)."""
-
-    seen = False
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        self.seen |= torch.Tag.nondeterministic_seeded in func.tags
-        return func(*args, **(kwargs or {}))
-
-
-def _is_deterministic(op) -> bool:
-    """Whether the op's values are reproducible: it returns initialized memory (not
-    empty*/new_empty*) and, on its first sample with plain tensors, dispatches no op
-    that draws from an RNG."""
-    if op.name.startswith(("empty", "new_empty")):
-        return False
-    sample = next(iter(op.sample_inputs("cpu", torch.float32)), None)
-    if sample is None:
-        return False
-    recorder = _SeededOpRecorder()
-    try:
-        with recorder:
-            op(sample.input, *sample.args, **sample.kwargs)
-    except Exception:  # noqa: BLE001 - only the dispatched ops matter here
-        pass
-    return not recorder.seen
-
-
-def _subset() -> list[Any]:
-    candidates = list(float32_ops())
-    random.Random(4).shuffle(candidates)
-    return sorted((op for op in candidates[: 2 * OPS_IN_SUBSET] if _is_deterministic(op)),
-                  key=op_id)[:OPS_IN_SUBSET]
 
 
 @dataclass
@@ -112,7 +75,7 @@ def _rank(rank: int, store: dist.Store, cases: list[Case], passes: threading.Bar
 
 
 def test_thread_ranks_match_stock(mesh_1d) -> None:
-    ops = _subset()
+    ops = reproducible_ops(OPS_IN_SUBSET, seed=4)
     assert len(ops) == OPS_IN_SUBSET
     cases = [case for op in ops for case in case_plan(op, mesh_1d, samples=1, combos=3)]
     outcomes = [RankOutcome() for _ in range(WORLD)]

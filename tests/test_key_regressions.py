@@ -147,7 +147,9 @@ def test_keyword_and_positional_spellings_give_the_same_results(x) -> None:
 
 
 def test_static_scalar_arguments_are_keyed(x) -> None:
-    """The same op with different static ints (dim, chunks, k, sizes): never one entry."""
+    """The same op with different static ints (dim, chunks, k, sizes): never one entry.
+    topk's k comes before stock's static_argnum, so stock's own cache would hand
+    topk(3) the spec of topk(2)."""
     assert_variants_keyed_apart({
         "softmax0": lambda: x.softmax(0),
         "softmax1": lambda: x.softmax(1),
@@ -162,6 +164,22 @@ def test_static_scalar_arguments_are_keyed(x) -> None:
         "unsqueeze0": lambda: x.unsqueeze(0),
         "unsqueeze3": lambda: x.unsqueeze(3),
     })
+
+
+def test_view_dtype_is_keyed(x) -> None:
+    """x.view(dtype): the dtype (an int before stock's static_argnum) decides the shape;
+    a warm cache must not give view(float16) the spec of view(int32)."""
+    calls = {
+        "int32": lambda: x.view(torch.int32),
+        "float16": lambda: x.view(torch.float16),
+        "int32 again": lambda: x.view(torch.int32),
+    }
+    ours = {name: ours_result(call) for name, call in calls.items()}
+    assert torchshard.stats()["native_calls"] > 0
+    for name, call in calls.items():
+        expected, expected_error = stock_result(call)
+        assert ours[name][1] is expected_error
+        assert_same_result(expected, ours[name][0], path=name)
 
 
 # ----------------------------------------------------------------------------- SymInts

@@ -68,7 +68,7 @@ def _has_value_blind_strategy(op: OpOverload) -> bool:
     return where == _POINTWISE_STRATEGY
 
 
-_INT_TYPES = ("int", "SymInt", "int[]", "SymInt[]", "int?", "SymInt?", "int[]?", "SymInt[]?")
+_INT_TYPES = ("int", "List[int]", "Optional[int]", "Optional[List[int]]")  # SymInt prints as int
 
 
 def _keyed_from(op: OpOverload, static_argnum: int) -> int:

@@ -1,6 +1,7 @@
 """Run a worker function on N spawned gloo ranks and turn a rank failure into a test failure.
 
-Shared by the multi-process tests (``test_parity_values.py``, ``test_workloads.py``).
+Shared by the multi-process tests (``test_parity_values.py``, ``test_workloads.py``,
+``test_opinfo_gloo.py``).
 Ranks rendezvous through a file (no ports); each gets ``OMP_NUM_THREADS=1`` (several
 ranks share a small machine) and an environment without ``TORCHSHARD_DISABLE``.
 """
@@ -8,13 +9,14 @@ ranks share a small machine) and an environment without ``TORCHSHARD_DISABLE``.
 from __future__ import annotations
 
 import os
+import tempfile
 import time
 from collections.abc import Callable
 from typing import Any
 
 import torch.multiprocessing as mp
 
-__all__ = ["run_ranks"]
+__all__ = ["run_ranks", "run_ranks_with_rendezvous"]
 
 
 def run_ranks(worker: Callable[..., None], args: tuple[Any, ...], world: int, timeout_s: float) -> None:
@@ -43,3 +45,13 @@ def run_ranks(worker: Callable[..., None], args: tuple[Any, ...], world: int, ti
                 os.environ.pop(key, None)
             else:
                 os.environ[key] = value
+
+
+def run_ranks_with_rendezvous(worker: Callable[..., None], world: int, timeout_s: float) -> None:
+    """``worker(rank, init_method, tests_dir)`` on ``world`` spawned processes: a
+    ``file://`` rendezvous in a fresh temporary directory, and this tests directory
+    (for the worker's imports)."""
+    tests_dir = os.path.dirname(os.path.abspath(__file__))
+    with tempfile.TemporaryDirectory() as tmp:
+        init_method = "file://" + os.path.join(tmp, "rendezvous")
+        run_ranks(worker, (init_method, tests_dir), world, timeout_s)

@@ -1394,6 +1394,24 @@ def test_declined_by_design(entry, pl, mesh_1d) -> None:
     assert stock.error is None, stock.message
 
 
+# Ops that write an argument but, lacking stock's trailing underscore, are not in-place:
+# stock wraps their own results. torchshard used to return args[0] for them (found by
+# test_opinfo_parity.py: rrelu_with_noise gave back its input unchanged).
+WRITES_WITHOUT_UNDERSCORE = [
+    ("rrelu_with_noise", lambda x, n: torch.ops.aten.rrelu_with_noise(x, n, 0.25, 0.25, False),
+     [D(A, grad=True), D(A)]),
+    ("_native_batch_norm_legit", lambda x, w, b, rm, rv: torch.ops.aten._native_batch_norm_legit(
+        x, w, b, rm, rv, True, 0.1, 1e-5), [D((8, 4), grad=True), D((4,)), D((4,)), D((4,)), D((4,), kind="positive")]),
+]
+
+
+@pytest.mark.parametrize(("name", "fn", "specs"), WRITES_WITHOUT_UNDERSCORE,
+                         ids=[e[0] for e in WRITES_WITHOUT_UNDERSCORE])
+def test_op_writing_an_argument_without_underscore_returns_its_results(name, fn, specs, mesh_1d) -> None:
+    """Regression: a functional op that updates an argument returns fresh results (not args[0])."""
+    check(Inputs(specs, mesh_1d), fn, native=f"aten::{name}", grad=True)
+
+
 def test_random_op_in_a_chain_keeps_the_rest_native(mesh_1d) -> None:
     """Only the random op is declined: the ops around it are still served natively."""
     inputs = Inputs([D(A, (S0,))], mesh_1d)

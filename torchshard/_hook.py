@@ -68,6 +68,25 @@ def _has_value_blind_strategy(op: OpOverload) -> bool:
     return where == _POINTWISE_STRATEGY
 
 
+_INT_TYPES = ("int", "List[int]", "Optional[int]", "Optional[List[int]]")  # SymInt prints as int
+
+
+def _keyed_from(op: OpOverload, static_argnum: int) -> int:
+    """The first positional index whose non-tensor values the key holds.
+
+    Stock keys values only from ``static_argnum`` on, and some schema infos start too
+    late: ``topk(x, k)`` and ``histc(x, bins)`` register 2, so stock's cache hands
+    ``topk(x, 3)`` the spec of an earlier ``topk(x, 2)`` (a (8, 2) DTensor around an
+    (8, 3) local tensor). An int argument can always decide a shape, so keying starts
+    at the first one at the latest. Keying more never changes a result; ints do not
+    vary per optimizer step the way the scalars static_argnum leaves out do.
+    """
+    for index, argument in enumerate(op._schema.arguments[:static_argnum]):
+        if not argument.kwarg_only and str(argument.type) in _INT_TYPES:
+            return index
+    return static_argnum
+
+
 def _rule_for(op: OpOverload):
     rule = _rules.get(op)
     if rule is None:
@@ -78,7 +97,7 @@ def _rule_for(op: OpOverload):
         )
         rule = _C.make_rule(
             op,
-            static_argnum=info.static_argnum if info is not None else 100,
+            static_argnum=_keyed_from(op, info.static_argnum if info is not None else 100),
             value_blind_scalars=_has_value_blind_strategy(op),
             is_random=op in dispatcher._random_ops,
             has_custom_handler=op in dispatcher._custom_op_handlers,

@@ -48,7 +48,7 @@ bool compute_local_results(const OpDescriptor& op, const CacheEntry& entry, PyOb
     }
     return true;
   }
-  const bool mutates = op.kind() == OpKind::kInplace || op.kind() == OpKind::kOutVariant;
+  const bool mutates = op.writes_arguments();
   std::vector<py::object> overrides;
   if (!entry.local_arguments.empty()) {
     DeclineReason reason{};

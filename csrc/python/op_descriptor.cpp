@@ -73,6 +73,7 @@ std::optional<DeclineReason> OpDescriptor::classify(bool is_random, bool has_cus
   }
   if (!out_arguments_.empty()) {
     kind_ = OpKind::kOutVariant;
+    writes_arguments_ = true;
     // Stock returns the out= tensors themselves, one per Tensor return.
     const auto& schema_returns = fn_schema.returns();
     const bool one_tensor_per_out =
@@ -85,13 +86,17 @@ std::optional<DeclineReason> OpDescriptor::classify(bool is_random, bool has_cus
     returns_.assign(schema_returns.size(), ReturnKind::kTensor);
     return std::nullopt;
   }
-  const bool writes_input = std::any_of(arguments.begin(), arguments.end(), [](const c10::Argument& a) {
+  writes_arguments_ = std::any_of(arguments.begin(), arguments.end(), [](const c10::Argument& a) {
     return a.alias_info() && a.alias_info()->isWrite();
   });
-  // Stock DTensor treats a trailing underscore as in-place too.
-  if (writes_input || (!fn_schema.name().empty() && fn_schema.name().back() == '_')) {
+  // Stock's rule (OpSchema.is_inplace_op): in-place means a trailing
+  // underscore, nothing else. Ops that write an argument without one
+  // (rrelu_with_noise's noise, batch norm's running stats) return their own
+  // fresh results, wrapped like any functional op's.
+  if (!fn_schema.name().empty() && fn_schema.name().back() == '_') {
     // Stock returns None or args[0] whatever the schema says it returns.
     kind_ = OpKind::kInplace;
+    writes_arguments_ = true;
     return std::nullopt;
   }
   const auto& schema_returns = fn_schema.returns();

@@ -66,6 +66,10 @@ class OpDescriptor {
   // Set when no call of this op can run natively; then no key is built.
   std::optional<DeclineReason> op_decline() const { return op_decline_; }
   OpKind kind() const { return kind_; }
+  // The local op writes one of its arguments (kInplace, kOutVariant, and the
+  // few functional ops such as _native_batch_norm_legit that update running
+  // statistics): a failure half-way must raise, not run the call again.
+  bool writes_arguments() const { return writes_arguments_; }
   // Tagged inplace_view (squeeze_, ...): changing the spec also changes the
   // wrapper's sizes, which stock fixes through return_and_correct_aliasing.
   bool is_inplace_view() const { return is_inplace_view_; }
@@ -107,6 +111,7 @@ class OpDescriptor {
   std::vector<size_t> out_arguments_;
   OpKind kind_ = OpKind::kFunctional;
   bool is_inplace_view_ = false;
+  bool writes_arguments_ = false;
   std::optional<DeclineReason> op_decline_;
 };
 

@@ -21,10 +21,12 @@ CXXFLAGS="${CXXFLAGS:-} -g" TORCHSHARD_SANITIZE=address,undefined \
 cp torchshard/*.py torchshard/*.pyi torchshard/py.typed "$STAGE/torchshard/"
 
 # The ASan runtime must be the first library in the process: python itself is not
-# instrumented, so it is preloaded. CPython and torch keep allocations alive until
-# exit by design, so leak detection is off; everything else is fatal.
-ASAN_RUNTIME=$(${CXX:-g++} -print-file-name=libasan.so)
-export LD_PRELOAD=$ASAN_RUNTIME
+# instrumented, so it is preloaded. libstdc++ is preloaded with it because python does
+# not link it: otherwise ASan's __cxa_throw interceptor finds no real __cxa_throw and
+# the first C++ exception (torch raising a Python error) dies in an ASan CHECK.
+# CPython and torch keep allocations alive until exit by design, so leak detection is
+# off; everything else is fatal.
+export LD_PRELOAD="$(${CXX:-g++} -print-file-name=libasan.so) $(${CXX:-g++} -print-file-name=libstdc++.so)"
 export ASAN_OPTIONS=detect_leaks=0:halt_on_error=1:abort_on_error=1:detect_stack_use_after_return=0
 export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
 export PYTHONPATH=$STAGE  # subprocess scenarios (test_lifetime.py) import it too

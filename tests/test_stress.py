@@ -288,7 +288,7 @@ def test_stress_short(mesh_1d, mesh_2d, capacity, ops):
 
 @pytest.mark.slow
 def test_stress_full(mesh_1d, mesh_2d):
-    """The issue's size: 8 threads x 20,000 mixed calls (about 2 aten ops each), warm
+    """The issue's size: 8 threads x 20,000 mixed calls (~1.3 aten ops each), warm
     and cold caches, concurrent clear_cache() and disable()/enable(); bounded at 240 s."""
     ops = 20_000
     report = run_stress(mesh_1d, mesh_2d, ops, deadline_s=240, capacity=None, quiet_s=1.0)

@@ -271,3 +271,62 @@ def test_failed_propagation_runs_and_logs_once_like_stock(mesh_1d):
         logger.setLevel(previous_level)
     assert ours == stock
     assert stock[1] >= 1, "the scenario no longer logs; pick another failing op"
+
+
+class _InterruptOnce:
+    """Replaces ``cls.name`` with a version that raises ``KeyboardInterrupt`` on its
+    first call, as a SIGINT handler would if the signal landed in that Python code."""
+
+    def __init__(self, monkeypatch, cls, name):
+        original = getattr(cls, name)
+        self.raised = 0
+
+        def interrupting(*args):
+            if not self.raised:
+                self.raised += 1
+                raise KeyboardInterrupt(f"interrupt inside {cls.__name__}.{name}")
+            return original(*args)
+
+        monkeypatch.setattr(cls, name, interrupting)
+
+
+def test_interrupt_inside_spec_hash_propagates_like_stock(mesh, monkeypatch):
+    """Regression: a KeyboardInterrupt raised inside DTensorSpec.__hash__ (a fresh spec
+    hashed while building the key) was cleared and the call declined, so the interrupt
+    was lost; stock raises it. Ordinary exceptions there still decline to stock."""
+    from torch.distributed.tensor._dtensor_spec import DTensorSpec
+
+    x = make(mesh)
+    for run in ("stock", "torchshard"):
+        fresh = x + x
+        fresh._spec._hash = None  # hashed again on the next use
+        interrupt = _InterruptOnce(monkeypatch, DTensorSpec, "__hash__")
+        with pytest.raises(KeyboardInterrupt, match="DTensorSpec.__hash__"):
+            if run == "stock":
+                with torchshard.disabled():
+                    torch.relu(fresh)
+            else:
+                torch.relu(fresh)
+        assert interrupt.raised == 1
+        monkeypatch.undo()
+    assert_next_valid_call_matches_stock(mesh)
+
+
+def test_interrupt_inside_structural_spec_compare_propagates(mesh_1d, monkeypatch):
+    """Regression: a KeyboardInterrupt raised inside DeviceMesh.__eq__ while a cache probe
+    compares two distinct but equal specs was cleared (counted as "not equal"), and the
+    interrupt was lost; stock's DTensorSpec.__eq__ would raise it."""
+    twin_mesh = DeviceMesh("cpu", list(range(4)))
+    data = torch.randn(8, 8)
+    x = distribute_tensor(data, mesh_1d, [Shard(0)])
+    twin = distribute_tensor(data, twin_mesh, [Shard(0)])
+    x + x  # caches the entry keyed by x's spec; twin's spec is equal, not identical
+    interrupt = _InterruptOnce(monkeypatch, DeviceMesh, "__eq__")
+    with pytest.raises(KeyboardInterrupt, match="DeviceMesh.__eq__"):
+        twin + twin
+    assert interrupt.raised == 1
+    monkeypatch.undo()
+    with torchshard.disabled():
+        expected = twin + twin
+    assert_same_dtensor(expected, twin + twin)
+    assert_next_valid_call_matches_stock(mesh_1d)

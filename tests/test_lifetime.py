@@ -9,6 +9,7 @@ or a "Fatal Python error" / "Exception ignored" line at exit.
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -56,11 +57,28 @@ def run_script(tmp_path: Path, body: str, env_overrides: dict[str, str] | None =
     )
 
 
-def assert_clean_exit(proc: subprocess.CompletedProcess) -> None:
+# CPython's report of a KeyboardInterrupt that landed inside a weakref callback or
+# finalizer (here torch's own WeakIdKeyDictionary clean-up during stock propagation):
+# it cannot propagate, so the interpreter prints it and carries on.
+_IGNORED_INTERRUPT = re.compile(
+    r"Exception ignored in: [^\n]*\n(?:Traceback \(most recent call last\):\n"
+    r"(?:  [^\n]*\n)*\n)?KeyboardInterrupt: \n"
+)
+
+
+def assert_clean_exit(proc: subprocess.CompletedProcess,
+                      allow_ignored_interrupts: bool = False) -> int:
+    """Exit status 0 and nothing on stderr (apart from, if allowed, CPython's reports of
+    interrupts it had to ignore); returns how many such reports there were."""
     assert proc.returncode == 0, (
         f"exit status {proc.returncode}\n--- stdout ---\n{proc.stdout}\n--- stderr ---\n{proc.stderr}"
     )
-    assert proc.stderr == "", f"unexpected stderr:\n{proc.stderr}"
+    stderr = proc.stderr
+    if allow_ignored_interrupts:
+        assert "torchshard" not in stderr, f"an interrupt was swallowed in torchshard:\n{stderr}"
+        stderr, ignored = _IGNORED_INTERRUPT.subn("", stderr)
+    assert stderr == "", f"unexpected stderr:\n{proc.stderr}"
+    return ignored if allow_ignored_interrupts else 0
 
 
 def test_threads_with_warm_caches_end_before_exit(tmp_path):
@@ -366,3 +384,313 @@ def test_fork_after_warm_caches_then_dispatch_in_child(tmp_path):
     )
     assert_clean_exit(proc)
     assert proc.stdout.strip() == "ok"
+
+
+def test_threads_end_while_other_threads_hold_the_gil(tmp_path):
+    """Guards a cache released at thread exit while other threads are mid-dispatch:
+    40 short-lived threads warm their own caches and end (their capsules are destroyed
+    on thread-state clear) while three long-running threads keep dispatching and the
+    main thread clears caches and reads stats."""
+    proc = run_script(
+        tmp_path,
+        """
+        x = distribute_tensor(torch.randn(8, 8), mesh, [Shard(0)])
+        w = distribute_tensor(torch.randn(8, 4), mesh, [Replicate()])
+        def program():
+            return [torch.relu(x + x), torch.mm(x, w).sum(dim=1), x.view(64), x * 0.5]
+        with torchshard.disabled():
+            expected = program()
+        errors, ended, stop = [], [], threading.Event()
+        def check():
+            for e, o in zip(expected, program()):
+                same(e, o)
+        def guarded(body):
+            def run():
+                try:
+                    body()
+                except BaseException as e:
+                    errors.append(repr(e))
+            return run
+        def busy():
+            while not stop.is_set():
+                check()
+        def short_lived():
+            for _ in range(3):
+                check()
+            ended.append(threading.get_ident())
+        busy_threads = [threading.Thread(target=guarded(busy)) for _ in range(3)]
+        for t in busy_threads: t.start()
+        for batch in range(10):
+            batch_threads = [threading.Thread(target=guarded(short_lived)) for _ in range(4)]
+            for t in batch_threads: t.start()
+            for t in batch_threads: t.join(60)
+            assert not any(t.is_alive() for t in batch_threads)
+            if batch % 3 == 0:
+                torchshard.clear_cache()
+            torchshard.stats()
+        stop.set()
+        for t in busy_threads: t.join(60)
+        assert not any(t.is_alive() for t in busy_threads)
+        assert not errors, errors[:3]
+        assert len(ended) == 40
+        stats = torchshard.stats()
+        assert not set(ended) & set(stats["threads"]), "ended threads still listed"
+        assert stats["native_calls"] >= 40 * 3 * 4, stats
+        check()
+        print("ok", flush=True)
+        """,
+    )
+    assert_clean_exit(proc)
+    assert proc.stdout.strip() == "ok"
+
+
+def test_sys_exit_from_main_while_workers_dispatch(tmp_path):
+    """Guards sys.exit() in the main thread while non-daemon workers dispatch: the
+    workers keep dispatching while the interpreter waits for them (they see the main
+    thread gone and make 50 more calls each), then torchshard's atexit shutdown runs;
+    the exit status is sys.exit's and stderr stays empty."""
+    proc = run_script(
+        tmp_path,
+        """
+        x = distribute_tensor(torch.randn(8, 8), mesh, [Shard(0)])
+        with torchshard.disabled():
+            expected = torch.relu(x + x).sum(dim=1)
+        after_main_exit, errors = [], []
+        started = threading.Barrier(5, timeout=60)
+        def work():
+            try:
+                started.wait()
+                while threading.main_thread().is_alive():
+                    same(expected, torch.relu(x + x).sum(dim=1))
+                for _ in range(50):
+                    same(expected, torch.relu(x + x).sum(dim=1))
+                after_main_exit.append(torchshard.is_enabled())
+            except BaseException as e:
+                errors.append(repr(e))
+        def report():  # atexit runs after the interpreter joined the workers
+            print("after-exit calls by", len(after_main_exit), "workers; errors", errors,
+                  flush=True)
+        import atexit
+        atexit.register(report)
+        for _ in range(4):
+            threading.Thread(target=work).start()
+        started.wait()
+        same(expected, torch.relu(x + x).sum(dim=1))
+        sys.exit(3)
+        """,
+    )
+    assert proc.returncode == 3, (proc.returncode, proc.stderr)
+    assert proc.stderr == "", f"unexpected stderr:\n{proc.stderr}"
+    assert proc.stdout.strip() == "after-exit calls by 4 workers; errors []"
+
+
+def test_fork_while_threads_dispatch_then_dispatch_in_children(tmp_path):
+    """Guards os.fork() while other threads are mid-dispatch (some of them inside a
+    cache miss's Python propagation, since the main thread keeps clearing caches): each
+    of five children dispatches natively with stock's results and exits 0; the parent's
+    threads carry on unaffected."""
+    proc = run_script(
+        tmp_path,
+        """
+        import os
+        x = distribute_tensor(torch.randn(8, 8), mesh, [Shard(0)])
+        y = distribute_tensor(torch.randn(8, 8), mesh, [Replicate()])
+        def program():
+            return [torch.relu(x + x).sum(dim=1), x + y, torch.cat([x, x], dim=0)]
+        with torchshard.disabled():
+            expected = program()
+        def check():
+            for e, o in zip(expected, program()):
+                same(e, o)
+        stop, errors = threading.Event(), []
+        def busy():
+            try:
+                while not stop.is_set():
+                    check()
+            except BaseException as e:
+                errors.append(repr(e))
+        threads = [threading.Thread(target=busy) for _ in range(3)]
+        for t in threads: t.start()
+        children = []
+        for _ in range(5):
+            torchshard.clear_cache()
+            time.sleep(0.02)
+            pid = os.fork()
+            if pid == 0:
+                status = 1
+                try:
+                    assert list(torchshard.stats()["threads"]) in ([], [threading.get_ident()])
+                    torchshard.reset_stats()
+                    for _ in range(3):
+                        check()
+                    assert torchshard.stats()["native_calls"] >= 3 * 4
+                    status = 0
+                finally:
+                    os._exit(status)
+            children.append(pid)
+        statuses = [os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) for pid in children]
+        stop.set()
+        for t in threads: t.join(60)
+        assert not any(t.is_alive() for t in threads)
+        assert statuses == [0] * 5, statuses
+        assert not errors, errors[:3]
+        check()
+        print("ok", flush=True)
+        """,
+    )
+    assert_clean_exit(proc)
+    assert proc.stdout.strip() == "ok"
+
+
+def test_keyboard_interrupt_during_long_local_op_and_cold_dispatch(tmp_path):
+    """Guards SIGINT mid-dispatch. First during long local matmuls (a cache hit; Python
+    raises KeyboardInterrupt once the C++ op returns), then at random moments while
+    cold caches make every call a miss, whose stock propagation is Python code the
+    interrupt can land in (including DTensorSpec.__hash__ of fresh output specs, where
+    torchshard used to swallow it). Every interrupt must propagate as KeyboardInterrupt
+    (or be one CPython itself reports as ignored), and afterwards each call still equals
+    stock and the cache misses once, then hits."""
+    proc = run_script(
+        tmp_path,
+        """
+        import os, random, signal
+        torch.set_num_threads(1)
+        a = distribute_tensor(torch.randn(2048, 1024), mesh, [Shard(0)])
+        b = distribute_tensor(torch.randn(1024, 1024), mesh, [Replicate()])
+        x = distribute_tensor(torch.randn(8, 8), mesh, [Shard(0)])
+        p = distribute_tensor(torch.randn(8, 8), mesh, [Replicate()])
+        def program():
+            return [torch.relu(x + p).sum(dim=1), torch.cat([x, x], dim=1), x * 3.0,
+                    torch._foreach_add([x, p], 1.0)]
+        with torchshard.disabled():
+            expected_mm = torch.mm(a, b)
+            expected = program()
+        def check():
+            for e, o in zip(expected, program()):
+                if isinstance(e, (list, tuple)):
+                    assert type(o) is type(e) and len(o) == len(e), (e, o)
+                    for ei, oi in zip(e, o):
+                        same(ei, oi)
+                else:
+                    same(e, o)
+        def interrupted(delay_s, loop_body):
+            # Runs loop_body until SIGINT (sent delay_s after the start) interrupts it.
+            try:
+                timer = threading.Timer(delay_s, os.kill, (os.getpid(), signal.SIGINT))
+                timer.start()
+                began = time.monotonic()
+                while time.monotonic() - began < 2:
+                    loop_body()
+            except KeyboardInterrupt:
+                timer.join()
+                return 1
+            return 0
+        same(expected_mm, torch.mm(a, b))
+        long_op_interrupts = 0
+        for _ in range(3):
+            long_op_interrupts += interrupted(0.05, lambda: torch.mm(a, b))
+            same(expected_mm, torch.mm(a, b))
+        rng = random.Random(0)
+        def cold_program():
+            torchshard.clear_cache()
+            program()
+        cold_interrupts = 0
+        for _ in range(40):
+            cold_interrupts += interrupted(rng.uniform(0, 0.004), cold_program)
+            check()
+        torchshard.clear_cache()
+        torchshard.reset_stats()
+        check()
+        check()
+        stats = torchshard.stats()
+        assert stats["misses"] == 6 and stats["hits"] == 6, stats  # 6 aten ops per check()
+        print(long_op_interrupts, cold_interrupts, flush=True)
+        """,
+    )
+    ignored = assert_clean_exit(proc, allow_ignored_interrupts=True)
+    long_op_interrupts, cold_interrupts = map(int, proc.stdout.split())
+    assert long_op_interrupts == 3
+    # Each SIGINT either reached the loop, or landed in a weakref callback of torch's
+    # own clean-up, where CPython reports and drops it (stock does the same there).
+    assert cold_interrupts + ignored == 40, (cold_interrupts, ignored, proc.stderr)
+
+
+def test_exception_in_local_compute_propagates_like_stock(tmp_path):
+    """Guards failures inside the local kernel (propagation accepted the call): a
+    functional op, an in-place op and an embedding lookup raise stock's exception type
+    and message, on the miss and on the cached entry; the cache stays consistent (valid
+    calls with the same specs still equal stock and hit) and the process exits clean."""
+    proc = run_script(
+        tmp_path,
+        """
+        a = distribute_tensor(torch.randn(8, 8), mesh, [Replicate()])
+        ints = distribute_tensor(torch.randint(0, 5, (8, 8)), mesh, [Replicate()])
+        u8 = distribute_tensor(torch.zeros(8, 8, dtype=torch.uint8), mesh, [Shard(0)])
+        weight = distribute_tensor(torch.randn(10, 4), mesh, [Replicate()])
+        bad_index = distribute_tensor(torch.tensor([[1, 99]]), mesh, [Replicate()])
+        good_index = distribute_tensor(torch.tensor([[1, 9]]), mesh, [Replicate()])
+        failing = {
+            "mm_dtype": lambda: torch.mm(a, ints),
+            "bitwise_float": lambda: torch.bitwise_and(a, a),
+            "fill_overflow_": lambda: u8.fill_(300),
+            "embedding_index": lambda: torch.nn.functional.embedding(bad_index, weight),
+        }
+        valid = {
+            "mm_dtype": lambda: torch.mm(a, a),
+            "bitwise_float": lambda: torch.bitwise_and(ints, ints),
+            "fill_overflow_": lambda: u8.fill_(7),
+            "embedding_index": lambda: torch.nn.functional.embedding(good_index, weight),
+        }
+        def outcome(call):
+            try:
+                call()
+            except Exception as e:
+                return type(e), str(e)
+            return None
+        for name, call in failing.items():
+            with torchshard.disabled():
+                stock = outcome(call)
+                expected = valid[name]()
+            assert stock is not None, name
+            for attempt in range(2):
+                assert outcome(call) == stock, (name, attempt, outcome(call), stock)
+            torchshard.reset_stats()
+            for attempt in range(2):
+                same(expected, valid[name]())
+            assert torchshard.stats()["hits"] >= 1, (name, torchshard.stats())
+            assert outcome(call) == stock, name
+        entries = torchshard.stats()["entries"]
+        torchshard.clear_cache()
+        assert torchshard.stats()["entries"] == 0 < entries
+        print("ok", flush=True)
+        """,
+    )
+    assert_clean_exit(proc)
+    assert proc.stdout.strip() == "ok"
+
+
+def test_daemon_thread_inside_torch_call_at_finalization_aborts_with_stock_too(tmp_path):
+    """Documents the known limit: daemon threads left inside torch calls when the
+    interpreter finalizes abort the process ("terminate called ...", SIGABRT) under
+    CPython 3.11 -- with torchshard and with stock DTensor alike. torchshard must not
+    change that outcome in either direction (the parked-daemon tests above cover the
+    supported pattern)."""
+    body = """
+        x = distribute_tensor(torch.randn(64, 64), mesh, [Shard(0)])
+        go = threading.Barrier(5, timeout=60)
+        def work():
+            go.wait()
+            while True:
+                torch.relu(x + x).sum(dim=1)
+        for _ in range(4):
+            threading.Thread(target=work, daemon=True).start()
+        go.wait()
+        time.sleep(0.2)
+        print("enabled", torchshard.is_enabled(), flush=True)
+        """
+    ours = run_script(tmp_path, body)
+    stock = run_script(tmp_path, body, env_overrides={"TORCHSHARD_DISABLE": "1"})
+    assert ours.stdout.strip() == "enabled True" and stock.stdout.strip() == "enabled False"
+    for proc in (ours, stock):
+        assert proc.returncode == -6, (proc.returncode, proc.stderr)
+        assert proc.stderr.startswith("terminate called"), proc.stderr

@@ -5,11 +5,14 @@ Python scalar operands, reductions with random dim/keepdim, mm/bmm/matmul, softm
 cat, clamp, where, dtype conversions, views), written as a Python expression over
 inputs ``t0, t1, ...`` in one of the forms torch accepts (function, method, operator,
 keyword or positional arguments) -- and the inputs: a mesh (1-D of 4 or 2-D 2x2),
-global shapes of 1-3 dims with sizes 1..9 (often not divisible by the mesh), dtypes
-(float32, float64, int64, bool), a placement per mesh dim (Replicate, Shard(d),
-Partial for floating inputs) and ``requires_grad``. Some operands are deliberately
-wrong: out-of-range dims, mismatched shapes, an input on the other mesh, a plain
-``torch.Tensor`` operand, a dtype the kernel rejects.
+global shapes of 1-3 dims with sizes 0..9 (often not divisible by the mesh), dtypes
+(float32, float64, int64, bool; sometimes float16, bfloat16, int32, uint8), a placement
+per mesh dim (Replicate, Shard(d), Partial for floating inputs) and ``requires_grad``.
+Meshes: 1-D of 4, 2-D 2x2, a 1-D pair of ranks including this one, and a 1-D pair this
+rank is not in. Some operands are deliberately hostile: out-of-range dims, mismatched
+shapes, empty dims, an input on the other mesh, a plain ``torch.Tensor`` operand, a
+dtype the kernel rejects, scalars such as nan, inf, -0.0, 2**70 and complex numbers.
+In-place, ``out=`` and ``_foreach_*`` calls are drawn too.
 
 The call runs once on stock DTensor (``torchshard.disabled()``) and once or twice with
 torchshard enabled (the second run is normally a cache hit); every torchshard run must
@@ -48,6 +51,19 @@ MAX_EXAMPLES = 500
 FLOATS = (torch.float32, torch.float64)
 NUMERIC = (torch.float32, torch.float64, torch.int64)
 ALL_DTYPES = (torch.float32, torch.float64, torch.int64, torch.bool)
+# Drawn when an op gets "any" dtype: also the reduced-precision and narrow integer
+# dtypes, which kernels and type promotion treat differently.
+HOSTILE_DTYPES = ALL_DTYPES + (torch.float16, torch.bfloat16, torch.int32, torch.uint8)
+# Meshes: "1d" (4 ranks), "2d" (2x2), "pair" (ranks 0 and 1 of 4) and "absent" (ranks
+# 2 and 3: this process, rank 0, is outside it and gets stock's stand-in results).
+MESH_NDIM = {"1d": 1, "2d": 2, "pair": 1, "absent": 1}
+OTHER_MESH = {"1d": "2d", "2d": "1d", "pair": "1d", "absent": "1d"}
+# Sizes 1..9 (often not divisible by the mesh), and now and then an empty dim.
+SIZES = (0,) + tuple(range(1, 10)) * 2
+# Scalars that are legal but extreme, or that stock must reject (complex for real ops,
+# an int beyond int64).
+HOSTILE_SCALARS = (float("nan"), float("inf"), float("-inf"), -0.0, 2**40, -2**62, 2**70,
+                   1j, 1.5 - 2j)
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -59,6 +75,12 @@ def _quiet_fake_tensor_errors() -> Iterator[None]:
     logger.setLevel(logging.CRITICAL)
     yield
     logger.setLevel(old)
+
+
+@pytest.fixture(scope="module")
+def extra_meshes(fake_pg: None) -> dict[str, DeviceMesh]:
+    """The 1-D meshes over two of the four ranks: with and without this rank (0)."""
+    return {"pair": DeviceMesh("cpu", [0, 1]), "absent": DeviceMesh("cpu", [2, 3])}
 
 
 # ----------------------------------------------------------------------------- inputs
@@ -81,12 +103,13 @@ class Input:
             return torch.randn(self.shape, generator=gen, dtype=self.dtype)
         if self.dtype == torch.bool:
             return torch.rand(self.shape, generator=gen) > 0.5
-        return torch.randint(-4, 5, self.shape, generator=gen, dtype=self.dtype)
+        low = 0 if self.dtype == torch.uint8 else -4
+        return torch.randint(low, 5, self.shape, generator=gen, dtype=self.dtype)
 
 
 @dataclass
 class Case:
-    mesh_name: str  # "1d" | "2d"
+    mesh_name: str  # a key of MESH_NDIM
     inputs: list[Input]
     expr: str
 
@@ -110,13 +133,13 @@ class Builder:
         return self.data.draw(strategy, label=label)
 
     def shape(self, min_dims: int = 1, max_dims: int = 3) -> tuple[int, ...]:
-        return tuple(self.draw(st.lists(st.integers(1, 9), min_size=min_dims,
+        return tuple(self.draw(st.lists(st.sampled_from(SIZES), min_size=min_dims,
                                         max_size=max_dims), label="shape"))
 
     def dtype(self, preferred: tuple[torch.dtype, ...]) -> torch.dtype:
         # Mostly a dtype the op accepts; sometimes any (the kernel may then reject it).
         pool = self.draw(st.sampled_from(("preferred",) * 7 + ("any",)))
-        return self.draw(st.sampled_from(preferred if pool == "preferred" else ALL_DTYPES),
+        return self.draw(st.sampled_from(preferred if pool == "preferred" else HOSTILE_DTYPES),
                          label="dtype")
 
     def placement(self, ndim: int, dtype: torch.dtype) -> Any:
@@ -136,9 +159,8 @@ class Builder:
         if foreign and self.inputs:
             where = self.draw(st.sampled_from(("mesh",) * 18 + ("other", "plain")),
                               label="where")
-        mesh_name = self.mesh_name if where != "other" else {"1d": "2d", "2d": "1d"}[
-            self.mesh_name]
-        mesh_ndim = 0 if where == "plain" else (1 if mesh_name == "1d" else 2)
+        mesh_name = self.mesh_name if where != "other" else OTHER_MESH[self.mesh_name]
+        mesh_ndim = 0 if where == "plain" else MESH_NDIM[mesh_name]
         placements = tuple(self.placement(len(shape), dtype) for _ in range(mesh_ndim))
         requires_grad = dtype.is_floating_point and self.draw(st.booleans(),
                                                               label="requires_grad")
@@ -173,6 +195,7 @@ class Builder:
             st.sampled_from((0.5, -1.5, 2.0, 0.0, 1e-3, 3.25)),
             st.floats(-4, 4, allow_nan=False, allow_infinity=False, width=32),
             st.booleans(),
+            st.sampled_from(HOSTILE_SCALARS),
         ), label="scalar")
 
     def choice(self, options: Any, label: str | None = None) -> Any:
@@ -390,6 +413,49 @@ def _view(b: Builder) -> str:
     return f"{x}.view(-1)"
 
 
+def _inplace(b: Builder) -> str:
+    shape = b.shape()
+    x = b.tensor(shape, dtypes=NUMERIC)
+    kind = b.choice(("tensor", "scalar", "clamp"), "inplace_kind")
+    if kind == "tensor":
+        y = b.tensor(b.bcast_shape(shape), dtypes=NUMERIC)
+        return b.choice((f"{x}.add_({y})", f"{x}.mul_({y})", f"{x}.sub_({y}, alpha=2)",
+                         f"{x}.copy_({y})"), "form")
+    if kind == "scalar":
+        s = repr(b.scalar())
+        return b.choice((f"{x}.add_({s})", f"{x}.mul_({s})", f"{x}.div_({s})",
+                         f"{x}.fill_({s})"), "form")
+    return f"{x}.clamp_(min={b.scalar()!r})"
+
+
+def _out(b: Builder) -> str:
+    shape = b.shape()
+    x = b.tensor(shape, dtypes=NUMERIC)
+    y = b.tensor(b.bcast_shape(shape), dtypes=NUMERIC)
+    out_shape = shape if b.draw(st.integers(0, 5)) else b.shape()
+    out = b.tensor(out_shape, dtypes=NUMERIC)
+    return b.choice((f"torch.add({x}, {y}, out={out})", f"torch.mul({x}, {y}, out={out})",
+                     f"torch.neg({x}, out={out})"), "form")
+
+
+def _foreach(b: Builder) -> str:
+    n = b.draw(st.integers(1, 4), label="list_len")
+    xs = [b.tensor(dtypes=FLOATS) for _ in range(n)]
+    seq = ", ".join(xs)
+    kind = b.choice(("scalar", "list", "scalar_list", "unary", "inplace"), "foreach_kind")
+    if kind == "scalar":
+        return f"torch._foreach_add([{seq}], {b.scalar()!r})"
+    if kind == "list":
+        ys = [b.tensor(b.inputs[int(x[1:])].shape, dtypes=FLOATS) for x in xs]
+        return f"torch._foreach_mul([{seq}], [{', '.join(ys)}])"
+    if kind == "scalar_list":
+        scalars = [b.scalar() for _ in xs]
+        return f"torch._foreach_mul([{seq}], {scalars!r})"
+    if kind == "unary":
+        return f"torch._foreach_neg([{seq}])"
+    return f"torch._foreach_add_([{seq}], {b.scalar()!r})"
+
+
 OPS = {
     "neg": _unary("neg", NUMERIC),
     "abs": _unary("abs", NUMERIC),
@@ -422,6 +488,9 @@ OPS = {
     "where": _where,
     "to": _to,
     "view": _view,
+    "inplace": _inplace,
+    "out": _out,
+    "foreach": _foreach,
 }
 
 
@@ -452,7 +521,7 @@ def _warning_set(caught: list[warnings.WarningMessage]) -> set[tuple[type, str]]
 
 
 def _make_bases(case: Case, meshes: dict[str, DeviceMesh]) -> list[torch.Tensor]:
-    other = {"1d": "2d", "2d": "1d"}[case.mesh_name]
+    other = OTHER_MESH[case.mesh_name]
     bases = []
     with torchshard.disabled():
         for inp in case.inputs:
@@ -527,11 +596,13 @@ def _check_same(stock: Outcome, ours: Outcome, label: str) -> None:
 )
 @given(data=st.data())
 def test_random_calls_match_stock(data: st.DataObject, mesh_1d: DeviceMesh,
-                                  mesh_2d: DeviceMesh) -> None:
+                                  mesh_2d: DeviceMesh,
+                                  extra_meshes: dict[str, DeviceMesh]) -> None:
     """A random DTensor call gives stock's result (or error) with torchshard, also on
     a repeated (cached) call."""
-    meshes = {"1d": mesh_1d, "2d": mesh_2d}
-    mesh_name = data.draw(st.sampled_from(("1d", "2d")), label="mesh")
+    meshes = {"1d": mesh_1d, "2d": mesh_2d, **extra_meshes}
+    mesh_name = data.draw(st.sampled_from(("1d", "1d", "2d", "2d", "pair", "absent")),
+                          label="mesh")
     op = data.draw(st.sampled_from(sorted(OPS)), label="op")
     builder = Builder(data, mesh_name)
     expr = OPS[op](builder)
@@ -539,6 +610,7 @@ def test_random_calls_match_stock(data: st.DataObject, mesh_1d: DeviceMesh,
     repeats = data.draw(st.integers(1, 2), label="torchshard_runs")
     clear_first = data.draw(st.integers(0, 7), label="clear_cache_first") == 0
     note(case.describe())
+    event(f"mesh {mesh_name}")
 
     bases = _make_bases(case, meshes)
     with torchshard.disabled():

@@ -127,9 +127,15 @@ PyObject* dispatch(const OpDescriptor& op, ThreadCache& cache, PyObject* func, P
   }
   OpKey& key = cache.probe_key();
   if (const auto reason = build_op_key(op, args, kwargs, key)) {
+    if (PyErr_Occurred()) {
+      return nullptr;  // an interrupt raised inside DTensorSpec.__hash__ (spec_equality.h)
+    }
     return decline(outcome, *reason);
   }
   CacheEntryPtr entry = cache.find(key);
+  if (PyErr_Occurred()) {
+    return nullptr;  // an interrupt raised inside a structural spec comparison
+  }
   outcome.lookup = entry ? CallOutcome::Lookup::kHit : CallOutcome::Lookup::kMiss;
   if (!entry) {
     // The miss path runs Python, which may re-enter dispatch on this thread

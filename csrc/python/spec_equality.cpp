@@ -66,12 +66,20 @@ int structurally_equal(PyObject* lhs, PyObject* rhs) {
   return tensor_meta_equal(lhs, rhs);
 }
 
+// See the header: Exceptions are the call's to decline on, anything else (an
+// interrupt) must reach the caller.
+void clear_unless_interrupt() {
+  if (PyErr_ExceptionMatches(PyExc_Exception)) {
+    PyErr_Clear();
+  }
+}
+
 } // namespace
 
 std::optional<uint64_t> spec_structural_hash(PyObject* spec) {
   PyObject* cached = PyObject_GetAttr(spec, py_refs().str_hash);
   if (cached == nullptr) {
-    PyErr_Clear();
+    clear_unless_interrupt();
     return std::nullopt;
   }
   Py_hash_t hash = -1;
@@ -83,7 +91,7 @@ std::optional<uint64_t> spec_structural_hash(PyObject* spec) {
   }
   Py_DECREF(cached);
   if (hash == -1 && PyErr_Occurred()) {
-    PyErr_Clear();
+    clear_unless_interrupt();
     return std::nullopt;
   }
   return static_cast<uint64_t>(hash);
@@ -93,9 +101,12 @@ bool specs_structurally_equal(PyObject* lhs, PyObject* rhs) {
   if (lhs == rhs) {
     return true;
   }
+  if (PyErr_Occurred()) {
+    return false;
+  }
   const int equal = structurally_equal(lhs, rhs);
   if (equal < 0) {
-    PyErr_Clear();
+    clear_unless_interrupt();
     return false;
   }
   return equal == 1;

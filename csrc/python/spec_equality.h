@@ -20,9 +20,13 @@
 
 namespace torchshard {
 
-// The spec's hash: its cached `_hash` field, computed through hash(spec) the
-// first time only. nullopt (no Python error left set) if it cannot be hashed,
-// e.g. a spec with symbolic shapes.
+// Errors raised by the Python code these functions run (DTensorSpec.__hash__,
+// DeviceMesh.__eq__, ...) are cleared when they are Exceptions: the call then
+// declines and stock, running the same code, raises its own. Any other
+// BaseException (KeyboardInterrupt or SystemExit from a signal handler) is not
+// the call's and arrives only once, so it is left set for the rule to raise,
+// as stock's own hash/eq would; callers check PyErr_Occurred().
+
 // Spec handles in keys are DTensorSpec objects.
 inline PyObject* spec_object(SpecHandle handle) {
   return static_cast<PyObject*>(const_cast<void*>(handle));
@@ -31,10 +35,15 @@ inline SpecHandle spec_handle(PyObject* spec) {
   return spec;
 }
 
+// The spec's hash: its cached `_hash` field, computed through hash(spec) the
+// first time only. nullopt if it cannot be hashed, e.g. a spec with symbolic
+// shapes.
 std::optional<uint64_t> spec_structural_hash(PyObject* spec);
 
-// DTensorSpec equality without calling DTensorSpec.__eq__. Python errors
-// raised by a component's comparison count as "not equal" and are cleared.
+// DTensorSpec equality without calling DTensorSpec.__eq__. A Python error
+// raised by a component's comparison counts as "not equal"; with an error
+// already set (an interrupt left by an earlier comparison of the same probe)
+// it runs no Python and answers "not equal".
 bool specs_structurally_equal(PyObject* lhs, PyObject* rhs);
 
 // The SpecComparator installed into csrc/core/op_key.h at module init.

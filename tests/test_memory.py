@@ -24,7 +24,6 @@ import threading
 import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 
 import pytest
 import torch
@@ -36,7 +35,6 @@ import torchshard
 
 pytestmark = pytest.mark.usefixtures("fresh_torchshard")
 
-BENCHMARKS_DIR = Path(__file__).resolve().parents[1] / "benchmarks"
 RSS_TOLERANCE_BYTES = 8 << 20
 OBJECT_TOLERANCE = 1000
 WARMUP_CALLS = 2_000
@@ -132,9 +130,7 @@ def test_100k_steady_state_calls_leave_memory_flat(mesh_1d, mesh_2d):
 def test_optimizer_steps_with_changing_lr_leave_memory_flat(fake_pg):
     """1,000 tensor-parallel training steps (forward, backward, foreach AdamW), each
     with a new learning rate: RSS, objects, live DTensorSpecs and entries flat."""
-    if str(BENCHMARKS_DIR) not in sys.path:
-        sys.path.insert(0, str(BENCHMARKS_DIR))
-    import workloads
+    from torchshard.bench import workloads
 
     workload = workloads.build("tp_mlp", shapes=workloads.Shapes(batch=2, seq=4, dim=8,
                                                                 hidden=16, heads=2),

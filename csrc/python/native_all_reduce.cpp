@@ -78,6 +78,9 @@ bool native_all_reduce_unavailable() {
 
 at::Tensor run_native_all_reduce(const NativeAllReduce& plan, const at::Tensor& local) {
   torch::jit::Stack stack{local, plan.reduce_op, plan.group_name};
+  // Without the GIL, as torch.ops calls run: the collective's work may need
+  // Python on another thread (gloo's) before wait_tensor returns.
+  py::gil_scoped_release no_gil;
   all_reduce_op().callBoxed(stack);
   wait_tensor_op().callBoxed(stack);
   return std::move(stack.back()).toTensor();

@@ -11,9 +11,12 @@ from __future__ import annotations
 import os
 import tempfile
 
+import pytest
 import torch
 import torch.distributed as dist
 from gloo_ranks import run_ranks
+
+pytestmark = pytest.mark.multiprocess
 
 WORLD = 2
 CALLS = 3  # the first misses (stock runs it); the rest are native hits

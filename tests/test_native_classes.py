@@ -1178,6 +1178,16 @@ REDISTRIBUTE = [
      lambda e, g: torch._foreach_lerp_(e, g, 0.1), "aten::_foreach_lerp_.Scalar", True),
     ("view_2d_local_shape", [D(A, (S0, S1), mesh="2d", grad=True)], lambda x: x.view(2, 4, 2, 6),
      "aten::view", False),
+    # Partial -> Replicate on one mesh dim is all-reduced natively (see below); the others
+    # (two Partial dims, a Partial subclass) go through stock's redistribute_local_tensor.
+    ("lerp_partial_end_2d_mesh_dim_1", [D(A, (S0, R), mesh="2d"), D(A, (S0, P), mesh="2d")],
+     lambda e, g: e.lerp_(g, 0.1), "aten::lerp_.Scalar", True),
+    ("lerp_partial_end_2d_mesh_dim_0", [D(A, (R, S1), mesh="2d"), D(A, (P, S1), mesh="2d")],
+     lambda e, g: e.lerp_(g, 0.1), "aten::lerp_.Scalar", True),
+    ("lerp_partial_end_2d_both_dims", [D(A, (R, R), mesh="2d"), D(A, (P, P), mesh="2d")],
+     lambda e, g: e.lerp_(g, 0.1), "aten::lerp_.Scalar", True),
+    ("lerp_partial_avg_end", [D(A, (R,)), D(A, (Partial("avg"),))],
+     lambda e, g: e.lerp_(g, 0.1), "aten::lerp_.Scalar", True),
 ]
 
 
@@ -1190,6 +1200,40 @@ def test_redistribution_served_natively(case, meshes, propagation_log) -> None:
     asked = [e for e in propagation_log if _aten_name(e[0]) == op and e[1]]
     assert asked, f"propagation never asked to redistribute for {op}: {propagation_log}"
     assert all(e[2] == (not moves_data) for e in asked), asked
+
+
+# (case name, calls into stock's Partial._reduce_value per cache hit)
+PARTIAL_REDUCTIONS = [
+    ("lerp_inplace_partial_end", 0),
+    ("lerp_partial_end_2d_mesh_dim_1", 0),
+    ("lerp_partial_end_2d_mesh_dim_0", 0),
+    ("lerp_partial_avg_end", 0),
+    ("lerp_partial_end_2d_both_dims", 2),
+]
+
+
+@pytest.mark.parametrize(("name", "stock_reductions"), PARTIAL_REDUCTIONS,
+                         ids=[c[0] for c in PARTIAL_REDUCTIONS])
+def test_partial_to_replicate_all_reduce_is_native_on_hits(name, stock_reductions, meshes,
+                                                           monkeypatch) -> None:
+    """A single Partial -> Replicate is all-reduced from C++ on hits, not by stock's Python."""
+    _name, specs, fn, op, _ = next(c for c in REDISTRIBUTE if c[0] == name)
+    reductions: list[Placement] = []
+    reduce_value = Partial._reduce_value
+
+    def counted(self: Partial, *args: Any) -> torch.Tensor:
+        reductions.append(self)
+        return reduce_value(self, *args)
+
+    monkeypatch.setattr(Partial, "_reduce_value", counted)
+    inputs = Inputs(specs, meshes["1d"], meshes)
+    fn(*inputs.fresh())  # the miss: stock runs the call (and its redistribution)
+    reductions.clear()
+    with torchshard.explain(print_report=False) as report:
+        fn(*inputs.fresh())
+    served = _op(report, op)
+    assert (served.native_calls, served.misses) == (1, 0), served
+    assert len(reductions) == stock_reductions
 
 
 @pytest.mark.parametrize("case", [c for c in REDISTRIBUTE if c[4]], ids=[c[0] for c in REDISTRIBUTE if c[4]])

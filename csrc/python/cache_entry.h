@@ -12,6 +12,7 @@
 #pragma once
 
 #include "csrc/core/decline_reason.h"
+#include "csrc/python/native_all_reduce.h"
 
 #include <c10/core/ScalarType.h>
 #include <torch/csrc/utils/pybind.h>
@@ -45,6 +46,8 @@ struct LocalArgument {
   py::object replacement;  // a non-tensor value from the suggested schema, or
   py::object from_spec;    // redistribute the DTensor's local tensor from
   py::object to_spec;      // this spec to that one
+  // Set when that redistribution is one stock runs as a single all_reduce.
+  std::optional<NativeAllReduce> native_all_reduce;
 };
 
 struct CacheEntry {

@@ -2,6 +2,8 @@
 
 #include "csrc/python/py_refs.h"
 
+#include <torch/csrc/autograd/python_variable.h>
+
 #include <array>
 
 namespace torchshard {
@@ -91,7 +93,7 @@ std::optional<DeclineReason> plan_local_redistribution(const OpDescriptor& op, p
       if (!keyed_by_value(op, i) || op.argument_value(args, kwargs, i) != nullptr) {
         return kDecline;
       }
-      entry.local_arguments.push_back({i, std::nullopt, py::reinterpret_borrow<py::object>(to), {}, {}});
+      entry.local_arguments.push_back({i, std::nullopt, py::reinterpret_borrow<py::object>(to), {}, {}, {}});
       continue;
     }
     py::handle from = current[i];
@@ -106,13 +108,14 @@ std::optional<DeclineReason> plan_local_redistribution(const OpDescriptor& op, p
         }
         entry.local_arguments.push_back({leaf.position, leaf.item, {},
                                          py::reinterpret_borrow<py::object>(from),
-                                         py::reinterpret_borrow<py::object>(to)});
+                                         py::reinterpret_borrow<py::object>(to),
+                                         plan_native_all_reduce(from, to)});
       }
     } else if (use_values && !from.equal(to)) {
       if (leaf.item || !keyed_by_value(op, i)) {
         return kDecline;
       }
-      entry.local_arguments.push_back({i, std::nullopt, py::reinterpret_borrow<py::object>(to), {}, {}});
+      entry.local_arguments.push_back({i, std::nullopt, py::reinterpret_borrow<py::object>(to), {}, {}, {}});
     }
   }
   entry.local_positional_count = flattened ? static_cast<size_t>(PyTuple_GET_SIZE(args)) : target.size();
@@ -140,10 +143,16 @@ bool local_arguments_for_call(const CacheEntry& entry, PyObject* args,
     }
     PyObject* arg = PyTuple_GET_ITEM(args, static_cast<Py_ssize_t>(argument.position));
     PyObject* dtensor = argument.item ? PySequence_Fast_ITEMS(arg)[*argument.item] : arg;
-    std::array<PyObject*, 3> call_args = {dtensor_local_tensor(dtensor), argument.from_spec.ptr(),
-                                          argument.to_spec.ptr()};
-    auto local = py::reinterpret_steal<py::object>(PyObject_Vectorcall(
-        refs.redistribute_local_tensor, call_args.data(), call_args.size(), nullptr));
+    py::object local;
+    if (argument.native_all_reduce && !native_all_reduce_unavailable()) {
+      local = py::reinterpret_steal<py::object>(THPVariable_Wrap(
+          run_native_all_reduce(*argument.native_all_reduce, THPVariable_Unpack(dtensor_local_tensor(dtensor)))));
+    } else {
+      std::array<PyObject*, 3> call_args = {dtensor_local_tensor(dtensor), argument.from_spec.ptr(),
+                                            argument.to_spec.ptr()};
+      local = py::reinterpret_steal<py::object>(PyObject_Vectorcall(
+          refs.redistribute_local_tensor, call_args.data(), call_args.size(), nullptr));
+    }
     if (!local) {
       throw py::error_already_set();
     }

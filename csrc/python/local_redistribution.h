@@ -4,7 +4,9 @@
 //
 //  - a DTensor argument (or list item, for the foreach ops stock flattens
 //    with pytree) whose spec differs from the suggested one is redistributed with stock's own redistribute_local_tensor(local, from,
-//    to) (the collectives are stock's, run from C++);
+//    to) (the collectives are stock's, run from C++), or, for a single
+//    Partial -> Replicate, with the same all_reduce + wait_tensor stock runs,
+//    called through the dispatcher (native_all_reduce.h);
 //  - with use_val_from_redistribute_schema, non-tensor arguments take the
 //    suggested schema's values (a view's shape becomes the local shape).
 //

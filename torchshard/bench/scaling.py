@@ -27,7 +27,7 @@ import torchshard
 from torchshard._native import _C
 from torchshard.bench import report
 from torchshard.bench.cases import Case
-from torchshard.bench.dispatch import Settings, measure_case
+from torchshard.bench.dispatch import Settings, key_lookup_probe, measure_case
 from torchshard.bench.fake_world import fake_world, machine_description
 from torchshard.bench.timing import Progress, Timing, interleaved
 from torchshard.bench.variants import VariantSwitch, record_calls
@@ -56,7 +56,7 @@ def cache_entries_curve(add_case: Case, settings: Settings, quick: bool) -> dict
             add_case.run()  # the real entry, among `count` others
             timing = interleaved({"torchshard": (lambda: None, add_case.run)}, settings.rounds,
                                  settings.batch, settings.warmup)["torchshard"]
-            probe = _C.bench_key_lookup(rule, call.args, call.kwargs or None, settings.probe_iterations)
+            probe = key_lookup_probe(rule, call.args, call.kwargs or None, settings.probe_iterations)
             if not probe["hit"]:
                 raise AssertionError("the add entry was not found among the synthetic ones")
             series["torchshard"].append(_point(count, timing))

@@ -52,16 +52,6 @@ void floor_rule_dealloc(PyObject* self) {
 
 PyTypeObject* floor_rule_type = nullptr;  // created once, lives as long as the module
 
-PyTypeObject* create_floor_rule_type() {
-  return create_vectorcall_type({
-      "torchshard._C.FloorRule",
-      sizeof(FloorRuleObject),
-      &floor_rule_dealloc,
-      nullptr,
-      "Benchmark only: a torch_dispatch rule returning a prebuilt result.",
-  });
-}
-
 py::object make_floor_rule(py::object result, bool fresh_wrapper) {
   if (fresh_wrapper && Py_TYPE(result.ptr()) != py_refs().dtensor_type) {
     throw py::type_error("a fresh-wrapper floor rule needs one DTensor result");
@@ -171,12 +161,13 @@ void repeat_call(py::handle fn, int64_t iterations, const std::string& label) {
 } // namespace
 
 void init_bench_probe_bindings(py::module_& module) {
-  floor_rule_type = create_floor_rule_type();
-  if (floor_rule_type == nullptr) {
-    throw py::error_already_set();
-  }
-  Py_INCREF(floor_rule_type);  // one reference for the module attribute, one kept here
-  module.add_object("FloorRule", reinterpret_cast<PyObject*>(floor_rule_type));
+  floor_rule_type = add_vectorcall_type(module, "FloorRule", {
+      "torchshard._C.FloorRule",
+      sizeof(FloorRuleObject),
+      &floor_rule_dealloc,
+      nullptr,
+      "Benchmark only: a torch_dispatch rule returning a prebuilt result.",
+  });
   module.def("make_floor_rule", &make_floor_rule, py::arg("result"),
              py::arg("fresh_wrapper") = false,
              "Benchmark only: a torch_dispatch rule that returns `result` at once (with "

@@ -219,16 +219,6 @@ PyObject* native_rule_repr(PyObject* self) {
 // Created once by init_rule_bindings(); lives as long as the module.
 PyTypeObject* native_rule_type = nullptr;
 
-PyTypeObject* create_native_rule_type() {
-  return create_vectorcall_type({
-      "torchshard._C.NativeRule",
-      sizeof(NativeRuleObject),
-      &native_rule_dealloc,
-      &native_rule_repr,
-      "torchshard's native torch_dispatch rule for one DTensor op.",
-  });
-}
-
 py::object make_rule(py::handle overload, int64_t static_argnum,
                      bool value_blind_scalars,
                      bool is_random, bool has_custom_handler) {
@@ -258,12 +248,13 @@ const OpDescriptor& native_rule_op(py::handle rule) {
 }
 
 void init_rule_bindings(py::module_& module) {
-  native_rule_type = create_native_rule_type();
-  if (native_rule_type == nullptr) {
-    throw py::error_already_set();
-  }
-  Py_INCREF(native_rule_type);  // one reference for the module attribute, one kept here
-  module.add_object("NativeRule", reinterpret_cast<PyObject*>(native_rule_type));
+  native_rule_type = add_vectorcall_type(module, "NativeRule", {
+      "torchshard._C.NativeRule",
+      sizeof(NativeRuleObject),
+      &native_rule_dealloc,
+      &native_rule_repr,
+      "torchshard's native torch_dispatch rule for one DTensor op.",
+  });
   module.def("make_rule", &make_rule, py::arg("op"), py::arg("static_argnum"),
              py::arg("value_blind_scalars"), py::arg("is_random"),
              py::arg("has_custom_handler"),

@@ -5,6 +5,7 @@
 #include <vector>
 
 namespace torchshard {
+namespace {
 
 PyTypeObject* create_vectorcall_type(const VectorcallTypeSpec& spec) {
   // Kept for the type's lifetime (the module's): the type may point at them.
@@ -30,6 +31,19 @@ PyTypeObject* create_vectorcall_type(const VectorcallTypeSpec& spec) {
       slots.data(),
   };
   return reinterpret_cast<PyTypeObject*>(PyType_FromSpec(&type_spec));
+}
+
+} // namespace
+
+PyTypeObject* add_vectorcall_type(pybind11::module_& module, const char* attribute,
+                                  const VectorcallTypeSpec& spec) {
+  PyTypeObject* type = create_vectorcall_type(spec);
+  if (type == nullptr) {
+    throw pybind11::error_already_set();
+  }
+  Py_INCREF(type);  // one reference for the module attribute, one for the caller
+  module.add_object(attribute, reinterpret_cast<PyObject*>(type));
+  return type;
 }
 
 } // namespace torchshard

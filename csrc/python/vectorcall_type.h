@@ -10,7 +10,7 @@
 // Requires the GIL.
 #pragma once
 
-#include <Python.h>
+#include <torch/csrc/utils/pybind.h>
 
 #include <cstddef>
 
@@ -29,8 +29,10 @@ struct VectorcallTypeSpec {
   const char* doc;
 };
 
-// A new heap type, or nullptr with a Python error set. Types made here live as
-// long as the module that made them.
-PyTypeObject* create_vectorcall_type(const VectorcallTypeSpec& spec);
+// Creates the heap type and adds it to `module` as `attribute`; throws the
+// Python error if it cannot be made. The returned reference is the caller's to
+// keep: the type lives as long as the module that made it.
+PyTypeObject* add_vectorcall_type(pybind11::module_& module, const char* attribute,
+                                  const VectorcallTypeSpec& spec);
 
 } // namespace torchshard

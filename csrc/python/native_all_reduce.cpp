@@ -56,7 +56,6 @@ std::optional<NativeAllReduce> plan_native_all_reduce(py::handle from_spec, py::
   }
   py::object mesh = from_spec.attr("mesh");
   if (!mesh.equal(to_spec.attr("mesh")) ||
-      from_spec.attr("use_strided_shard_as_shard_order").is_none() ||
       !from_spec.attr("shard_order").equal(to_spec.attr("shard_order")) ||
       mesh.attr("size")(*dim).cast<int64_t>() <= 1 ||
       !mesh.attr("_is_current_rank_part_of_mesh")().cast<bool>()) {

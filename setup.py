@@ -8,6 +8,7 @@ CMake, so the extension can never be compiled against a different one.
 import os
 import subprocess
 import sys
+import sysconfig
 from pathlib import Path
 
 from setuptools import Extension, setup
@@ -39,9 +40,23 @@ class CMakeExtension(Extension):
 
 
 class CMakeBuild(build_ext):
+    """One CMake build makes every extension (torchshard._C, torchshard._bench).
+
+    setuptools asks for each extension in turn; the first request builds them
+    all into the package directory, since _bench links against _C there.
+    """
+
+    _built_into: Path | None = None
+
     def build_extension(self, ext: Extension) -> None:
-        torch_settings = _torch_build_settings()
         output = Path(self.get_ext_fullpath(ext.name)).resolve()
+        if self._built_into == output.parent:
+            return
+        self._run_cmake(output.parent)
+        self._built_into = output.parent
+
+    def _run_cmake(self, output_dir: Path) -> None:
+        torch_settings = _torch_build_settings()
         build_type = os.environ.get("TORCHSHARD_BUILD_TYPE", "Release")
         build_dir = Path(self.build_temp).resolve() / build_type
         build_dir.mkdir(parents=True, exist_ok=True)
@@ -50,13 +65,15 @@ class CMakeBuild(build_ext):
             str(ROOT),
             f"-DCMAKE_BUILD_TYPE={build_type}",
             f"-DPython_EXECUTABLE={sys.executable}",
-            f"-DTORCHSHARD_OUTPUT_DIR={output.parent}",
-            f"-DTORCHSHARD_OUTPUT_NAME={output.name}",
+            f"-DTORCHSHARD_OUTPUT_DIR={output_dir}",
+            f"-DTORCHSHARD_EXTENSION_SUFFIX={sysconfig.get_config_var('EXT_SUFFIX')}",
             f"-DTORCHSHARD_TORCH_VERSION={torch_settings['version']}",
             "-DTORCHSHARD_TORCH_INCLUDE_DIRS=" + ";".join(torch_settings["include_dirs"]),
             "-DTORCHSHARD_TORCH_LIBRARY_DIRS=" + ";".join(torch_settings["library_dirs"]),
             f"-DTORCHSHARD_CXX11_ABI={torch_settings['cxx11_abi']}",
             f"-DTORCHSHARD_SANITIZE={os.environ.get('TORCHSHARD_SANITIZE', '')}",
+            # TORCHSHARD_ASSERT checks (csrc/core/assertions.h); Debug builds have them anyway.
+            f"-DTORCHSHARD_ASSERTIONS={'ON' if os.environ.get('TORCHSHARD_ASSERTIONS') == '1' else 'OFF'}",
         ]
         if _has_ninja():
             configure += ["-G", "Ninja"]
@@ -92,6 +109,7 @@ if any(command.startswith(("build", "bdist", "develop", "install", "editable")) 
     )
 
 setup(
-    ext_modules=[CMakeExtension("torchshard._C")],
+    # _bench holds the benchmark probes (benchmarks/ imports it; torchshard never does).
+    ext_modules=[CMakeExtension("torchshard._C"), CMakeExtension("torchshard._bench")],
     cmdclass={"build_ext": CMakeBuild},
 )

@@ -7,14 +7,12 @@
 
 foreach(required TORCHSHARD_TORCH_VERSION TORCHSHARD_TORCH_INCLUDE_DIRS
                  TORCHSHARD_TORCH_LIBRARY_DIRS TORCHSHARD_CXX11_ABI
-                 TORCHSHARD_OUTPUT_DIR TORCHSHARD_OUTPUT_NAME)
+                 TORCHSHARD_OUTPUT_DIR TORCHSHARD_EXTENSION_SUFFIX)
   if(NOT DEFINED ${required})
     message(FATAL_ERROR "${required} is unset: build torchshard through setup.py "
                         "(pip install --no-build-isolation .)")
   endif()
 endforeach()
-string(REGEX MATCH "^[^.]+" TORCHSHARD_OUTPUT_BASENAME "${TORCHSHARD_OUTPUT_NAME}")
-string(REGEX REPLACE "^[^.]+" "" TORCHSHARD_OUTPUT_SUFFIX "${TORCHSHARD_OUTPUT_NAME}")
 
 find_package(Python REQUIRED COMPONENTS Interpreter Development.Module)
 
@@ -49,8 +47,10 @@ target_include_directories(torchshard::xxhash SYSTEM INTERFACE ${XXHASH_INCLUDE_
 target_compile_definitions(torchshard::xxhash INTERFACE XXH_INLINE_ALL)
 
 # A Python extension module: no libpython link, -fPIC, module init exported.
+# Built as a SHARED library (to Python the same file as a MODULE one) because
+# CMake lets other targets link only against shared ones: _bench links _C.
 function(torchshard_add_python_module name)
-  add_library(${name} MODULE ${ARGN})
+  add_library(${name} SHARED ${ARGN})
 endfunction()
 
 # TORCHSHARD_SANITIZE=address,undefined builds an instrumented module (docs/reliability.md).

@@ -9,7 +9,7 @@
 //
 // One instance per thread; not synchronized. Values are destroyed by whoever
 // calls clear()/take_all()/insert(), so callers that hold Python references
-// in Value must hold the GIL (see csrc/python/thread_cache.h).
+// in Value must hold the GIL (see csrc/python/cache/thread_cache.h).
 #pragma once
 
 #include "csrc/core/op_key.h"

@@ -8,8 +8,8 @@
 namespace torchshard {
 namespace {
 
-bool identity_only(SpecHandle lhs, SpecHandle rhs) {
-  return lhs == rhs;
+SpecMatch identity_only(SpecHandle lhs, SpecHandle rhs) {
+  return lhs == rhs ? SpecMatch::kEqual : SpecMatch::kDifferent;
 }
 
 // Installed once at module init, before any key is compared.
@@ -43,7 +43,15 @@ bool OpKey::operator==(const OpKey& other) const {
   const SpecComparator structurally_equal = spec_comparator.load(std::memory_order_acquire);
   for (size_t i = 0; i < specs_.size(); ++i) {
     // Identity is the common case on a hit: outputs reuse cached spec objects.
-    if (specs_[i] != other.specs_[i] && !structurally_equal(specs_[i], other.specs_[i])) {
+    if (specs_[i] == other.specs_[i]) {
+      continue;
+    }
+    const SpecMatch match = structurally_equal(specs_[i], other.specs_[i]);
+    if (match != SpecMatch::kEqual) {
+      if (match == SpecMatch::kInterrupted) {
+        comparison_interrupted_ = true;
+        other.comparison_interrupted_ = true;
+      }
       return false;
     }
   }

@@ -16,6 +16,8 @@
 //  - Keys never leave the process: the hash seed and handle values are local.
 #pragma once
 
+#include "csrc/core/export.h"
+
 #include <absl/container/inlined_vector.h>
 
 #include <cstdint>
@@ -41,12 +43,16 @@ enum class KeyTag : uint64_t {
 };
 
 using SpecHandle = const void*;
+// The answer of a structural spec comparison. kInterrupted: the comparison
+// ran code that raised an interrupt (KeyboardInterrupt, SystemExit), which
+// must reach the caller; the specs count as different.
+enum class SpecMatch : uint8_t { kEqual, kDifferent, kInterrupted };
 // Structural spec equality; must agree with the hash stored next to a spec.
-using SpecComparator = bool (*)(SpecHandle lhs, SpecHandle rhs);
+using SpecComparator = SpecMatch (*)(SpecHandle lhs, SpecHandle rhs);
 
 void set_spec_comparator(SpecComparator comparator);
 
-class OpKey {
+class TORCHSHARD_API OpKey {
  public:
   OpKey() = default;
 
@@ -76,12 +82,18 @@ class OpKey {
   uint64_t hash() const { return hash_; }
   std::span<const SpecHandle> specs() const { return {specs_.data(), specs_.size()}; }
 
+  // Equal words and structurally equal specs. A comparison the comparator
+  // reports as interrupted answers false and marks both keys; the cache
+  // checks the mark on its probe key after a lookup (see thread_cache.h).
   bool operator==(const OpKey& other) const;
+  bool comparison_interrupted() const { return comparison_interrupted_; }
+  void clear_comparison_interrupted() const { comparison_interrupted_ = false; }
 
  private:
   absl::InlinedVector<uint64_t, 16> words_;
   absl::InlinedVector<SpecHandle, 4> specs_;
   uint64_t hash_ = 0;
+  mutable bool comparison_interrupted_ = false;
 };
 
 struct OpKeyHash {

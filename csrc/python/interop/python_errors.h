@@ -1,0 +1,35 @@
+// catch_python_errors: the boundary where C++ exceptions become Outcomes.
+//
+// Code that calls Python through pybind11, or libtorch code that throws
+// c10::Error, reports failure by throwing. A stage that runs such code wraps
+// it in catch_python_errors, so what leaves the stage is an Outcome: the
+// exception is set as the Python error stock would raise from the same code
+// (pybind11's error as it was; c10 errors through torch's own translation,
+// e.g. c10::TypeError -> TypeError) and the stage fails with
+// Failure::python_error().
+//
+// Requires the GIL.
+#pragma once
+
+#include "csrc/core/outcome.h"
+
+#include <torch/csrc/Exceptions.h>
+#include <torch/csrc/utils/pybind.h>
+
+#include <exception>
+
+namespace torchshard {
+
+template <class Body>
+auto catch_python_errors(Body&& body) -> decltype(body()) {
+  try {
+    return body();
+  } catch (py::error_already_set& error) {
+    error.restore();
+  } catch (...) {
+    torch::translate_exception_to_python(std::current_exception());
+  }
+  return Failure::python_error();
+}
+
+} // namespace torchshard

@@ -1,5 +1,5 @@
 """``python -m torchshard.bench``: each subcommand's smoke run produces well-formed
-outputs (table, JSON, Markdown, PNG), and the benchmark-only probes in ``_C`` measure
+outputs (table, JSON, Markdown, PNG), and the benchmark-only probes in ``torchshard._bench`` measure
 what they claim. No timing assertions: only that figures exist and are positive.
 """
 
@@ -16,7 +16,7 @@ import torch
 from torch.distributed.tensor import DTensor, Replicate, Shard, distribute_tensor
 
 import torchshard
-from torchshard._native import _C
+from torchshard import _bench
 from torchshard.bench.dispatch import outputs_match
 from torchshard.bench.variants import VariantSwitch, record_calls
 
@@ -139,13 +139,13 @@ def test_key_lookup_probe_hits_only_a_warm_entry(mesh_1d):
 
     rule = _hook._rules[call.op]
     torchshard.clear_cache()  # recording ran the call, through torchshard
-    assert _C.bench_key_lookup(rule, call.args, None, 10)["hit"] is False
+    assert _bench.key_lookup_ns(rule, call.args, None, 10)["hit"] is False
     x + y
-    probe = _C.bench_key_lookup(rule, call.args, None, 10)
+    probe = _bench.key_lookup_ns(rule, call.args, None, 10)
     assert probe["hit"] is True and probe["key_ns"] > 0 and probe["key_lookup_ns"] > 0
-    assert _C.bench_rule_body(rule, DTensor, call.op, call.args, None, 10) > 0
-    _C.bench_fill_synthetic_entries(50)
+    assert _bench.rule_body_ns(rule, DTensor, call.op, call.args, None, 10) > 0
+    _bench.fill_synthetic_entries(50)
     assert torchshard.stats()["entries"] == 51
-    assert _C.bench_key_lookup(rule, call.args, None, 10)["hit"] is True
+    assert _bench.key_lookup_ns(rule, call.args, None, 10)["hit"] is True
     with pytest.raises(TypeError, match="NativeRule"):
-        _C.bench_key_lookup(object(), call.args, None, 10)
+        _bench.key_lookup_ns(object(), call.args, None, 10)

@@ -3,7 +3,7 @@
 Instruction counts do not move with machine load, so they guide optimisation where
 timings on a shared machine cannot. One valgrind run executes, for each selected
 case, ``--iterations`` calls of each variant (plain, floor, stock, torchshard; see
-dispatch.py) inside ``_C.bench_repeat_call``; callgrind collects only inside that
+dispatch.py) inside ``_bench.repeat_call``; callgrind collects only inside that
 function and dumps a profile as it returns (a client request; the extension must be
 built where valgrind's headers are installed), so each dump is exactly one variant's
 calls. Torchshard's dumps also give the inclusive cost of the hit path's stages.
@@ -55,9 +55,9 @@ STAGES = {
 
 
 def run_target(case_names: list[str], iterations: int, world_size: int) -> None:
-    """Inside valgrind: each case's variants, one bench_repeat_call each, in order."""
+    """Inside valgrind: each case's variants, one _bench.repeat_call each, in order."""
     import torchshard
-    from torchshard._native import _C
+    from torchshard import _bench
     from torchshard.bench.cases import build_cases
     from torchshard.bench.fake_world import fake_world
     from torchshard.bench.variants import VariantSwitch, record_calls
@@ -74,7 +74,7 @@ def run_target(case_names: list[str], iterations: int, world_size: int) -> None:
                 call = case.run_plain if variant == "plain" else case.run
                 for _ in range(20):
                     call()
-                _C.bench_repeat_call(call, iterations, f"{name} / {variant}")
+                _bench.repeat_call(call, iterations, f"{name} / {variant}")
             switch.close()
 
 
@@ -94,7 +94,7 @@ def run_step_target(workload_spec: str, iterations: int, world_size: int) -> Non
     import itertools
 
     import torchshard
-    from torchshard._native import _C
+    from torchshard import _bench
     from torchshard.bench import workloads
     from torchshard.bench.fake_world import fake_world
 
@@ -107,7 +107,7 @@ def run_step_target(workload_spec: str, iterations: int, world_size: int) -> Non
             (torchshard.disable if variant == "stock" else torchshard.enable)()
             for _ in range(3):  # warm caches and optimizer state
                 workload.step(next(steps))
-            _C.bench_repeat_call(lambda: workload.step(next(steps)), iterations, f"{workload_spec} / {variant}")
+            _bench.repeat_call(lambda: workload.step(next(steps)), iterations, f"{workload_spec} / {variant}")
         torchshard.enable()
 
 

@@ -32,7 +32,7 @@ from torch.distributed.tensor.debug import _clear_sharding_prop_cache
 
 import torchshard
 from torchshard import _hook
-from torchshard._native import _C
+from torchshard import _bench
 from torchshard.bench.cases import Case
 from torchshard.bench.timing import Timing, each_call, interleaved
 from torchshard.bench.variants import VariantSwitch, record_calls
@@ -108,13 +108,13 @@ PROBE_REPEATS = 21  # the probes' figures are medians over this many timed chunk
 
 
 def key_lookup_probe(rule, args, kwargs, iterations: int) -> dict:
-    """``_C.bench_key_lookup`` as a median over PROBE_REPEATS chunks of the iterations.
+    """``_bench.key_lookup_ns`` as a median over PROBE_REPEATS chunks of the iterations.
 
     One long C++ loop reports its mean, which a single preemption on a busy machine
     inflates several times over; the median of the chunks does not move with it.
     """
     chunk = max(iterations // PROBE_REPEATS, 1)
-    probes = [_C.bench_key_lookup(rule, args, kwargs, chunk) for _ in range(PROBE_REPEATS)]
+    probes = [_bench.key_lookup_ns(rule, args, kwargs, chunk) for _ in range(PROBE_REPEATS)]
     return {
         "key_ns": statistics.median(p["key_ns"] for p in probes),
         "key_lookup_ns": statistics.median(p["key_lookup_ns"] for p in probes),
@@ -132,7 +132,7 @@ def _probe_internals(calls, iterations: int) -> tuple[float | None, float | None
     lookup = key_lookup_probe(rule, call.args, kwargs, iterations)
     if not lookup["hit"]:
         return None, None, None
-    body_ns = _C.bench_rule_body(rule, DTensor, call.op, call.args, kwargs, max(iterations // 10, 1))
+    body_ns = _bench.rule_body_ns(rule, DTensor, call.op, call.args, kwargs, max(iterations // 10, 1))
     return lookup["key_ns"], lookup["key_lookup_ns"], body_ns
 
 

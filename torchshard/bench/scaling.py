@@ -24,7 +24,7 @@ from torch.distributed.tensor import Shard, distribute_tensor, init_device_mesh
 from torch.distributed.tensor.debug import _clear_sharding_prop_cache
 
 import torchshard
-from torchshard._native import _C
+from torchshard import _bench
 from torchshard.bench import report
 from torchshard.bench.cases import Case
 from torchshard.bench.dispatch import Settings, key_lookup_probe, measure_case
@@ -52,7 +52,7 @@ def cache_entries_curve(add_case: Case, settings: Settings, quick: bool) -> dict
         torchshard.set_cache_capacity(max(2 * max(counts), capacity))
         for count in counts:
             torchshard.clear_cache()
-            _C.bench_fill_synthetic_entries(count)
+            _bench.fill_synthetic_entries(count)
             add_case.run()  # the real entry, among `count` others
             timing = interleaved({"torchshard": (lambda: None, add_case.run)}, settings.rounds,
                                  settings.batch, settings.warmup)["torchshard"]

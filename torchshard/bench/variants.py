@@ -2,7 +2,7 @@
 
 - ``torchshard``: torchshard's NativeRule serves the ops;
 - ``stock``: the ops have no rule, so torch's built-in DTensor path serves them;
-- ``floor``: a benchmark-only native rule (``_C.make_floor_rule``) returns each
+- ``floor``: a benchmark-only native rule (``_bench.make_floor_rule``) returns each
   op's prebuilt result at once. Its time is the unavoidable cost of reaching any
   torch_dispatch rule (argument parsing, autograd, the Python dispatch key boxing
   the stack into Python objects, the rule lookup, the call): no rule is cheaper.
@@ -24,7 +24,7 @@ from torch.distributed.tensor import DTensor
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from torchshard import _hook
-from torchshard._native import _C
+from torchshard import _bench
 
 
 @dataclass
@@ -78,7 +78,7 @@ class VariantSwitch:
         if missing:
             raise RuntimeError(f"torchshard has no rule installed for {missing}; enable it first")
         self._floor_rules = {
-            op: _C.make_floor_rule(result, fresh_wrapper=returns_view(op)) for op, result in results.items()
+            op: _bench.make_floor_rule(result, fresh_wrapper=returns_view(op)) for op, result in results.items()
         }
         self._floor_handles: list[object] = []
         self.current = "torchshard"

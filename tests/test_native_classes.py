@@ -959,16 +959,20 @@ def test_partial_to_replicate_all_reduce_is_native_on_hits(name, stock_reduction
     assert len(reductions) == stock_reductions
 
 
+def _strict(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """``fn`` inside a strict ExplicitRedistributionContext (every redistribution raises)."""
+    def run(*args: Any) -> Any:
+        with ExplicitRedistributionContext(strict=True):
+            return fn(*args)
+
+    return run
+
+
 @pytest.mark.parametrize("case", [c for c in REDISTRIBUTE if c[4]], ids=[c[0] for c in REDISTRIBUTE if c[4]])
 def test_redistribution_under_explicit_context_declines(case, meshes) -> None:
     """An active ExplicitRedistributionContext must see the redistribution: declined to stock."""
     _name, specs, fn, op, _ = case
-
-    def strict(*args: Any) -> Any:
-        with ExplicitRedistributionContext(strict=True):
-            return fn(*args)
-
-    stock, ours = check(Inputs(specs, meshes["1d"], meshes), strict, native=None)
+    stock, ours = check(Inputs(specs, meshes["1d"], meshes), _strict(fn), native=None)
     assert stock.error is RuntimeError
     assert op_report(ours.report, op).declines == {"needs_redistribute": 1}
 
@@ -978,12 +982,7 @@ def test_redistribution_under_explicit_context_declines(case, meshes) -> None:
 def test_value_only_redistribution_under_explicit_context(case, meshes) -> None:
     """Replacing a view's shape by the local shape moves no data: still native, as stock allows."""
     _name, specs, fn, op, _ = case
-
-    def strict(*args: Any) -> Any:
-        with ExplicitRedistributionContext(strict=True):
-            return fn(*args)
-
-    check(Inputs(specs, meshes["1d"], meshes), strict, native=op)
+    check(Inputs(specs, meshes["1d"], meshes), _strict(fn), native=op)
 
 
 # -------------------------------------------------- value-blind Python scalars

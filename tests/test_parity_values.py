@@ -14,16 +14,14 @@ first failing rank's error with its traceback.
 
 from __future__ import annotations
 
-import os
 import sys
-import tempfile
 import traceback
 from datetime import timedelta
 from typing import Any
 
 import pytest
 import torch
-from gloo_ranks import run_ranks
+from gloo_ranks import run_ranks_with_rendezvous
 
 WORLD_SIZE = 4
 OP_NAMES = (
@@ -53,13 +51,13 @@ def _full(value: Any) -> Any:
     return value
 
 
-def _worker(rank: int, init_file: str, tests_dir: str) -> None:
+def _worker(rank: int, init_method: str, tests_dir: str) -> None:
     sys.path.insert(0, tests_dir)
     import torch.distributed as dist
     from torch.distributed.device_mesh import init_device_mesh
 
     dist.init_process_group(
-        "gloo", init_method=f"file://{init_file}", rank=rank, world_size=WORLD_SIZE,
+        "gloo", init_method=init_method, rank=rank, world_size=WORLD_SIZE,
         timeout=timedelta(seconds=45),
     )
     try:
@@ -118,7 +116,4 @@ def _worker(rank: int, init_file: str, tests_dir: str) -> None:
 @pytest.mark.slow
 def test_parity_real_values_gloo_world4() -> None:
     """On 4 real gloo ranks, torchshard matches stock DTensor values, placements and grads."""
-    tests_dir = os.path.dirname(os.path.abspath(__file__))
-    with tempfile.TemporaryDirectory() as tmp:
-        init_file = os.path.join(tmp, "rendezvous")
-        run_ranks(_worker, (init_file, tests_dir), WORLD_SIZE, TIMEOUT_S)
+    run_ranks_with_rendezvous(_worker, WORLD_SIZE, TIMEOUT_S)

@@ -37,6 +37,7 @@ __all__ = [
     "aliasing_pattern",
     "assert_same_result",
     "bitwise_equal",
+    "flat_tensors",
     "local_of",
     "version_deltas",
     "wrapper_aliasing",
@@ -152,23 +153,24 @@ def _compare(path: str, stock: Any, ours: Any, values: bool = True) -> None:
         _check(path, "value", stock, ours)
 
 
-def _flat_tensors(value: Any) -> list[torch.Tensor]:
+def flat_tensors(value: Any) -> list[torch.Tensor]:
+    """Every tensor in ``value`` (nested tuples, lists and dict values), in order."""
     if isinstance(value, torch.Tensor):
         return [value]
     if isinstance(value, (tuple, list)):
-        return [t for v in value for t in _flat_tensors(v)]
+        return [t for v in value for t in flat_tensors(v)]
     if isinstance(value, dict):
-        return [t for v in value.values() for t in _flat_tensors(v)]
+        return [t for v in value.values() for t in flat_tensors(v)]
     return []
 
 
 def aliasing_pattern(outputs: Any, inputs: Sequence[Any]) -> list[tuple[int, ...]]:
     """For each output tensor, the positions of the inputs whose (local) storage it shares."""
     input_ptrs = [
-        {local_of(t).untyped_storage().data_ptr() for t in _flat_tensors(inp)} for inp in inputs
+        {local_of(t).untyped_storage().data_ptr() for t in flat_tensors(inp)} for inp in inputs
     ]
     pattern = []
-    for out in _flat_tensors(outputs):
+    for out in flat_tensors(outputs):
         ptr = local_of(out).untyped_storage().data_ptr()
         pattern.append(tuple(i for i, ptrs in enumerate(input_ptrs) if ptr in ptrs and ptr != 0))
     return pattern
@@ -189,7 +191,7 @@ def _positions(inputs: Sequence[Any]) -> list[tuple[str, torch.Tensor]]:
         if isinstance(value, torch.Tensor):
             found.append((str(i), value))
         elif isinstance(value, (tuple, list)):
-            for j, t in enumerate(_flat_tensors(value)):
+            for j, t in enumerate(flat_tensors(value)):
                 found.append((f"{i}.{j}", t))
     return found
 
@@ -206,7 +208,7 @@ def wrapper_aliasing(outputs: Any, inputs: Sequence[Any]) -> list[dict[str, Any]
     ins = _positions(inputs)
     in_storage = [(pos, _storage_id(t)) for pos, t in ins]
     in_local_storage = [(pos, _storage_id(local_of(t))) for pos, t in ins]
-    outs = _flat_tensors(outputs)
+    outs = flat_tensors(outputs)
     pattern = []
     for k, out in enumerate(outs):
         storage, local_storage = _storage_id(out), _storage_id(local_of(out))
@@ -239,7 +241,7 @@ def version_deltas(outputs: Any, inputs: Sequence[Any],
     Views share their base's version counter; fresh results do not. The outputs' values
     must not depend on the bump (use a value-preserving in-place op).
     """
-    outs = _flat_tensors(outputs)
+    outs = flat_tensors(outputs)
     result = []
     for pos, t in _positions(inputs):
         before = [(o._version, local_of(o)._version) for o in outs]

@@ -358,6 +358,12 @@ class OpTally:
             self.declines[reason] = self.declines.get(reason, 0) + n
         self.metadata_only_cases += not record.values_compared
 
+    def pinned(self) -> dict[str, Any]:
+        """The figures tests/opinfo_expected.json pins per op: the outcome, the cases run
+        and torchshard's own counters over them (calls, native calls, declines by reason)."""
+        return {"outcome": self.outcome, "cases": self.cases, "calls": self.calls,
+                "native_calls": self.native_calls, "declines": dict(sorted(self.declines.items()))}
+
     @property
     def stock_supported(self) -> bool:
         """Stock ran at least one case (the all-Replicate case of some sample)."""

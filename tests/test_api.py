@@ -8,10 +8,11 @@ import threading
 import pytest
 import torch
 from torch._library.simple_registry import find_torch_dispatch_rule
-from torch.distributed.tensor import DTensor, Replicate, Shard, distribute_tensor
+from torch.distributed.tensor import DTensor, Replicate, distribute_tensor
 
 import torchshard
 from dtensor_compare import assert_same_dtensor
+from dtensor_cases import seeded_dtensor
 
 aten = torch.ops.aten
 
@@ -31,11 +32,6 @@ def _restore_torchshard():
     torchshard.set_cache_capacity(capacity)
     assert not leaked_disabled, "test left torchshard disabled"
     assert not leaked_capacity, "test left the cache capacity changed"
-
-
-def make(mesh, shape=(8, 8), placements=(Shard(0),), seed=0):
-    gen = torch.Generator().manual_seed(seed)
-    return distribute_tensor(torch.randn(*shape, generator=gen), mesh, list(placements))
 
 
 def rule_for(op):
@@ -132,8 +128,8 @@ def test_disabled_restores_state_when_block_raises():
 def test_disable_removes_rules_and_results_still_equal(mesh):
     """Guards disable(): no torchshard rule remains for add.Tensor; results unchanged,
     and no native calls are counted while disabled."""
-    a = make(mesh)
-    b = make(mesh, seed=1)
+    a = seeded_dtensor(mesh)
+    b = seeded_dtensor(mesh, seed=1)
     ours = a + b
     ours = a + b
     assert torchshard.stats()["native_calls"] == 2
@@ -163,7 +159,7 @@ def _disable_then_enable() -> None:
 def test_dropped_entries_miss_once_then_serve_natively(mesh, drop_entries):
     """Guards clear_cache() and disable() dropping every entry: the next call misses,
     the one after hits, and both are served natively."""
-    a = make(mesh)
+    a = seeded_dtensor(mesh)
     a + a
     assert torchshard.stats()["entries"] == 1
     drop_entries()
@@ -231,8 +227,8 @@ def test_set_cache_capacity_rejects_negative():
 def test_capacity_zero_declines_with_cache_disabled(mesh):
     """Guards capacity 0: every call declines as "cache_disabled", nothing is cached,
     results equal stock's."""
-    a = make(mesh)
-    w = make(mesh, shape=(8, 4), placements=(Replicate(),), seed=2)
+    a = seeded_dtensor(mesh)
+    w = seeded_dtensor(mesh, shape=(8, 4), placements=(Replicate(),), seed=2)
     with torchshard.disabled():
         expected = [a + a, torch.mm(a, w), a.sum(dim=0)]
     capacity = torchshard.cache_capacity()
@@ -257,7 +253,7 @@ def test_capacity_zero_declines_with_cache_disabled(mesh):
 def test_capacity_bound_flushes_when_full(mesh):
     """Guards the per-thread bound: capacity 3 with 5 distinct calls keeps entries <= 3
     and counts evictions (flush when full); results equal stock's."""
-    xs = [make(mesh, shape=(4 + n, 8), seed=n) for n in range(5)]
+    xs = [seeded_dtensor(mesh, shape=(4 + n, 8), seed=n) for n in range(5)]
     with torchshard.disabled():
         expected = [x.sum(dim=1) for x in xs]
     capacity = torchshard.cache_capacity()
@@ -287,7 +283,7 @@ def test_capacity_bound_flushes_when_full(mesh):
 def test_shrinking_capacity_bounds_existing_cache(mesh):
     """Guards set_cache_capacity() on a warm cache: after shrinking, the cache never
     holds more than the new bound once it is used again."""
-    xs = [make(mesh, shape=(4 + n, 8), seed=n) for n in range(6)]
+    xs = [seeded_dtensor(mesh, shape=(4 + n, 8), seed=n) for n in range(6)]
     for x in xs:
         x.sum(dim=1)
     assert torchshard.stats()["entries"] == 6
@@ -307,7 +303,7 @@ def test_shrinking_capacity_bounds_existing_cache(mesh):
 
 def test_stats_keys_and_types(mesh):
     """Guards the documented stats() shape."""
-    a = make(mesh)
+    a = seeded_dtensor(mesh)
     a + a
     stats = torchshard.stats()
     for key in ("calls", "hits", "misses", "native_calls", "declined", "evictions", "entries",
@@ -323,7 +319,7 @@ def test_stats_keys_and_types(mesh):
 
 def test_reset_stats_zeroes_counters_but_keeps_entries(mesh):
     """Guards reset_stats(): counters go to zero, cached entries stay (next call hits)."""
-    a = make(mesh)
+    a = seeded_dtensor(mesh)
     with torchshard.disabled():
         expected = a + a
     a + a

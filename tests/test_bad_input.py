@@ -15,6 +15,7 @@ from torch.distributed.tensor import DTensor, Replicate, Shard, distribute_tenso
 
 import torchshard
 from dtensor_compare import assert_same_dtensor
+from dtensor_cases import seeded_dtensor
 
 aten = torch.ops.aten
 
@@ -56,19 +57,10 @@ def assert_same_error(call, compare_message: bool = True, repeats: int = 2):
     return expected
 
 
-def make(mesh, shape=(8, 8), placements=(Shard(0),), dtype=torch.float32, seed=0):
-    gen = torch.Generator().manual_seed(seed)
-    if dtype.is_floating_point:
-        data = torch.randn(*shape, generator=gen, dtype=dtype)
-    else:
-        data = torch.randint(-5, 5, shape, generator=gen, dtype=dtype)
-    return distribute_tensor(data, mesh, list(placements))
-
-
 def assert_next_valid_call_matches_stock(mesh):
     """After an error, a valid call misses/hits normally and matches stock."""
-    x = make(mesh, seed=11)
-    y = make(mesh, seed=12)
+    x = seeded_dtensor(mesh, seed=11)
+    y = seeded_dtensor(mesh, seed=12)
     with torchshard.disabled():
         expected = x + y
     torchshard.reset_stats()
@@ -83,8 +75,8 @@ def assert_next_valid_call_matches_stock(mesh):
 
 def test_mismatched_meshes_1d_vs_subset(mesh, mesh_pair):
     """Guards mesh checking: two different 1-D meshes must raise stock's error."""
-    a = make(mesh)
-    b = make(mesh_pair)
+    a = seeded_dtensor(mesh)
+    b = seeded_dtensor(mesh_pair)
     error = assert_same_error(lambda: a + b)
     assert "different meshes" in str(error)
     assert_next_valid_call_matches_stock(mesh)
@@ -92,8 +84,8 @@ def test_mismatched_meshes_1d_vs_subset(mesh, mesh_pair):
 
 def test_mismatched_meshes_1d_vs_2d(mesh, mesh_2d):
     """Guards mesh checking: a 1-D and a 2-D mesh over the same ranks."""
-    a = make(mesh)
-    b = make(mesh_2d, placements=(Shard(0), Replicate()))
+    a = seeded_dtensor(mesh)
+    b = seeded_dtensor(mesh_2d, placements=(Shard(0), Replicate()))
     assert_same_error(lambda: a + b)
     assert_same_error(lambda: torch.mm(a, b))
     assert_next_valid_call_matches_stock(mesh)
@@ -102,9 +94,9 @@ def test_mismatched_meshes_1d_vs_2d(mesh, mesh_2d):
 def test_mismatched_meshes_after_valid_call_cached(mesh, mesh_pair):
     """Guards the key: a cached entry for (mesh, mesh) must not serve (mesh, other mesh)
     with the same placements and shapes."""
-    a = make(mesh)
-    a2 = make(mesh, seed=3)
-    b = make(mesh_pair)
+    a = seeded_dtensor(mesh)
+    a2 = seeded_dtensor(mesh, seed=3)
+    b = seeded_dtensor(mesh_pair)
     with torchshard.disabled():
         expected = a + a2
     assert_same_dtensor(expected, a + a2)  # cache (mesh, mesh)
@@ -115,7 +107,7 @@ def test_mismatched_meshes_after_valid_call_cached(mesh, mesh_pair):
 
 def test_plain_tensor_without_implicit_replication(mesh):
     """Guards plain-tensor handling: mixing a multi-element torch.Tensor in is an error."""
-    a = make(mesh)
+    a = seeded_dtensor(mesh)
     plain = torch.randn(8, 8)
     error = assert_same_error(lambda: a + plain)
     assert "mixed torch.Tensor and DTensor" in str(error)
@@ -127,7 +119,7 @@ def test_plain_tensor_without_implicit_replication(mesh):
 def test_plain_one_element_1d_tensor_matches_stock(mesh):
     """Guards the edge of implicit replication: stock replicates a 1-element 1-D plain
     tensor with a UserWarning; torchshard must give the same result and the warning."""
-    a = make(mesh)
+    a = seeded_dtensor(mesh)
     scalar_1d = torch.tensor([2.0])
     match = "implicitly creating a replicated DTensor"
     with torchshard.disabled():
@@ -147,7 +139,7 @@ def test_op_without_sharding_strategy(mesh):
     assert op not in propagator.op_strategy_funcs
     assert op not in propagator.op_single_dim_strategy_funcs
     assert op not in propagator.op_to_rules
-    a = make(mesh, placements=(Replicate(),))
+    a = seeded_dtensor(mesh, placements=(Replicate(),))
     error = assert_same_error(lambda: torch.renorm(a, 2, 0, 1.0))
     assert isinstance(error, NotImplementedError)
     assert "does not have a sharding strategy registered" in str(error)
@@ -156,8 +148,8 @@ def test_op_without_sharding_strategy(mesh):
 
 def test_mm_shape_mismatch(mesh):
     """Guards shape errors in mm: stock's RuntimeError (from propagation) and message."""
-    a = make(mesh, shape=(8, 6), placements=(Replicate(),))
-    b = make(mesh, shape=(5, 4), placements=(Replicate(),))
+    a = seeded_dtensor(mesh, shape=(8, 6), placements=(Replicate(),))
+    b = seeded_dtensor(mesh, shape=(5, 4), placements=(Replicate(),))
     error = assert_same_error(lambda: torch.mm(a, b))
     assert isinstance(error, RuntimeError)
     assert "8, 6" in str(error) and "5, 4" in str(error)
@@ -166,8 +158,8 @@ def test_mm_shape_mismatch(mesh):
 
 def test_add_shape_mismatch(mesh):
     """Guards broadcast errors: non-broadcastable shapes raise stock's error."""
-    a = make(mesh, shape=(8, 8), placements=(Replicate(),))
-    b = make(mesh, shape=(8, 7), placements=(Replicate(),))
+    a = seeded_dtensor(mesh, shape=(8, 8), placements=(Replicate(),))
+    b = seeded_dtensor(mesh, shape=(8, 7), placements=(Replicate(),))
     assert_same_error(lambda: a + b)
     assert_next_valid_call_matches_stock(mesh)
 
@@ -175,8 +167,8 @@ def test_add_shape_mismatch(mesh):
 def test_mm_dtype_mismatch_local_compute_error(mesh):
     """Guards local-compute failures: float @ int64 passes propagation and fails in the
     kernel; torchshard must hand over so stock raises its own error, type and message."""
-    a = make(mesh, placements=(Replicate(),))
-    b = make(mesh, placements=(Replicate(),), dtype=torch.int64)
+    a = seeded_dtensor(mesh, placements=(Replicate(),))
+    b = seeded_dtensor(mesh, placements=(Replicate(),), dtype=torch.int64)
     error = assert_same_error(lambda: torch.mm(a, b))
     assert isinstance(error, RuntimeError)
     assert "dtype" in str(error)
@@ -186,7 +178,7 @@ def test_mm_dtype_mismatch_local_compute_error(mesh):
 def test_wrong_dtype_kernel_not_implemented(mesh):
     """Guards local-compute failures of another type: bitwise_and on float raises
     NotImplementedError (not RuntimeError) in stock, and so must torchshard."""
-    a = make(mesh)
+    a = seeded_dtensor(mesh)
     error = assert_same_error(lambda: torch.bitwise_and(a, a))
     assert isinstance(error, NotImplementedError)
     assert_next_valid_call_matches_stock(mesh)
@@ -195,9 +187,9 @@ def test_wrong_dtype_kernel_not_implemented(mesh):
 def test_local_compute_error_then_same_specs_valid_call(mesh):
     """Guards cache consistency after a failed local compute: the same op and specs
     with valid values afterwards returns stock's result."""
-    a = make(mesh, placements=(Replicate(),))
-    bad = make(mesh, placements=(Replicate(),), dtype=torch.int64)
-    good = make(mesh, shape=(8, 4), placements=(Replicate(),), seed=5)
+    a = seeded_dtensor(mesh, placements=(Replicate(),))
+    bad = seeded_dtensor(mesh, placements=(Replicate(),), dtype=torch.int64)
+    good = seeded_dtensor(mesh, shape=(8, 4), placements=(Replicate(),), seed=5)
     assert_same_error(lambda: torch.mm(a, bad))
     with torchshard.disabled():
         expected = torch.mm(a, good)
@@ -208,7 +200,7 @@ def test_local_compute_error_then_same_specs_valid_call(mesh):
 
 def test_invalid_static_argument(mesh):
     """Guards errors from bad non-tensor arguments: sum over an out-of-range dim."""
-    a = make(mesh)
+    a = seeded_dtensor(mesh)
     error = assert_same_error(lambda: a.sum(dim=5))
     assert isinstance(error, RuntimeError)
     assert "Dimension out of range" in str(error)
@@ -217,7 +209,7 @@ def test_invalid_static_argument(mesh):
 
 def test_unknown_kwarg_type_error(mesh):
     """Guards argument parsing: an invalid kwarg type raises stock's TypeError."""
-    a = make(mesh)
+    a = seeded_dtensor(mesh)
     assert_same_error(lambda: torch.add(a, a, alpha="two"))
     assert_next_valid_call_matches_stock(mesh)
 
@@ -225,8 +217,8 @@ def test_unknown_kwarg_type_error(mesh):
 def test_decline_reasons_are_counted_for_errors(mesh, mesh_pair):
     """Guards the stats of failed calls: each failing call is declined (not counted as a
     native call), under one of the documented reason names."""
-    a = make(mesh)
-    b = make(mesh_pair)
+    a = seeded_dtensor(mesh)
+    b = seeded_dtensor(mesh_pair)
     plain = torch.randn(8, 8)
     for call in (lambda: a + b, lambda: a + plain):
         capture(call)
@@ -296,7 +288,7 @@ def test_interrupt_inside_spec_hash_propagates_like_stock(mesh, monkeypatch):
     was lost; stock raises it. Ordinary exceptions there still decline to stock."""
     from torch.distributed.tensor._dtensor_spec import DTensorSpec
 
-    x = make(mesh)
+    x = seeded_dtensor(mesh)
     for run in ("stock", "torchshard"):
         fresh = x + x
         fresh._spec._hash = None  # hashed again on the next use

@@ -21,9 +21,10 @@ from collections.abc import Iterator
 
 import pytest
 import torch
-from torch.distributed.tensor import Partial, Replicate, Shard, distribute_tensor
+from torch.distributed.tensor import Partial, Replicate, Shard
 
 import torchshard
+from dtensor_cases import seeded_dtensor
 from dtensor_compare import assert_same_result
 
 pytestmark = pytest.mark.usefixtures("fresh_torchshard")
@@ -34,13 +35,6 @@ def capacity_restored() -> Iterator[None]:
     capacity = torchshard.cache_capacity()
     yield
     torchshard.set_cache_capacity(capacity)
-
-
-def _dtensor(mesh, shape, placements, seed=0, dtype=torch.float32):
-    gen = torch.Generator().manual_seed(seed)
-    with torchshard.disabled():
-        return distribute_tensor(torch.randn(*shape, generator=gen, dtype=dtype), mesh,
-                                 list(placements))
 
 
 def _my_counters() -> dict:
@@ -75,7 +69,7 @@ class FlushWhenFullModel:
 def test_flush_when_full_matches_the_documented_policy(mesh_1d, capacity, capacity_restored):
     """Guards the eviction policy: after each of 150 random calls over 12 distinct keys
     the counters equal the flush-when-full model's, entries <= capacity, results = stock."""
-    inputs = [_dtensor(mesh_1d, (4 + n, 8), [Shard(0)], seed=n) for n in range(12)]
+    inputs = [seeded_dtensor(mesh_1d, (4 + n, 8), [Shard(0)], seed=n) for n in range(12)]
     with torchshard.disabled():
         expected = [t + t for t in inputs]
     torchshard.set_cache_capacity(capacity)
@@ -98,7 +92,7 @@ def test_flush_when_full_matches_the_documented_policy(mesh_1d, capacity, capaci
 def test_working_set_that_fits_is_never_flushed(mesh_1d, capacity_restored):
     """Guards the other half of the policy: a working set of exactly ``capacity`` keys
     misses once per key and then only hits; one key more flushes everything once."""
-    inputs = [_dtensor(mesh_1d, (4 + n, 8), [Shard(1)], seed=n) for n in range(6)]
+    inputs = [seeded_dtensor(mesh_1d, (4 + n, 8), [Shard(1)], seed=n) for n in range(6)]
     torchshard.set_cache_capacity(5)
     torchshard.clear_cache()
     torchshard.reset_stats()
@@ -116,12 +110,12 @@ def _every_op_kind(mesh_1d, mesh_2d):
     """One call per op kind; each builds fresh inputs, so in-place runs compare alike."""
     def inputs():
         return {
-            "x": _dtensor(mesh_1d, (8, 6), [Shard(0)], 1),
-            "y": _dtensor(mesh_1d, (8, 6), [Shard(1)], 2),
-            "p": _dtensor(mesh_1d, (8, 6), [Partial()], 3),
-            "w": _dtensor(mesh_1d, (6, 4), [Replicate()], 4),
-            "u": _dtensor(mesh_2d, (5, 6), [Shard(0), Shard(1)], 5),
-            "g": _dtensor(mesh_1d, (8, 6), [Shard(0)], 6).requires_grad_(),
+            "x": seeded_dtensor(mesh_1d, (8, 6), [Shard(0)], seed=1),
+            "y": seeded_dtensor(mesh_1d, (8, 6), [Shard(1)], seed=2),
+            "p": seeded_dtensor(mesh_1d, (8, 6), [Partial()], seed=3),
+            "w": seeded_dtensor(mesh_1d, (6, 4), [Replicate()], seed=4),
+            "u": seeded_dtensor(mesh_2d, (5, 6), [Shard(0), Shard(1)], seed=5),
+            "g": seeded_dtensor(mesh_1d, (8, 6), [Shard(0)], seed=6).requires_grad_(),
         }
 
     return inputs, {
@@ -166,7 +160,7 @@ def test_capacity_zero_sends_every_op_kind_to_stock(mesh_1d, mesh_2d, capacity_r
 def test_cat_of_many_dtensors_keys_and_hits(mesh_1d, count):
     """Guards keys with 64+ list items: cat of ``count`` DTensors equals stock, misses
     once, then hits; a list one item shorter is another entry."""
-    items = [_dtensor(mesh_1d, (4, 3), [Shard(1) if i % 3 else Replicate()], seed=i)
+    items = [seeded_dtensor(mesh_1d, (4, 3), [Shard(1) if i % 3 else Replicate()], seed=i)
              for i in range(count)]
     with torchshard.disabled():
         expected = torch.cat(items, dim=0)
@@ -184,10 +178,10 @@ def test_item_past_the_64th_distinguishes_keys(mesh_1d):
     """Guards the key over long lists: two 100-item foreach calls that differ only in
     the 80th item's placement are separate entries with their own (stock's) results
     (the Replicate item is redistributed, so the two entries hold different plans)."""
-    base = [_dtensor(mesh_1d, (8, 4), [Shard(0)], seed=i) for i in range(100)]
-    other = [_dtensor(mesh_1d, (8, 4), [Shard(0)], seed=1000 + i) for i in range(100)]
+    base = [seeded_dtensor(mesh_1d, (8, 4), [Shard(0)], seed=i) for i in range(100)]
+    other = [seeded_dtensor(mesh_1d, (8, 4), [Shard(0)], seed=1000 + i) for i in range(100)]
     variant = list(base)
-    variant[79] = _dtensor(mesh_1d, (8, 4), [Replicate()], seed=79)
+    variant[79] = seeded_dtensor(mesh_1d, (8, 4), [Replicate()], seed=79)
     with torchshard.disabled():
         expected_base = torch._foreach_mul(base, other)
         expected_variant = torch._foreach_mul(variant, other)

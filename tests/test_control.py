@@ -1,9 +1,12 @@
 """torchshard's rules get control before torch's built-in C++ DTensor path (docs/design.md)."""
 
+import pytest
 import torch
 from torch.distributed.tensor import DTensor, Shard, distribute_tensor
 
 import torchshard
+
+pytestmark = pytest.mark.usefixtures("fresh_torchshard")
 
 builtin_cache_stats = torch._C._get_DTensor_sharding_propagator_cache_stats
 

@@ -18,9 +18,10 @@ import threading
 
 import pytest
 import torch
-from torch.distributed.tensor import Replicate, Shard, distribute_tensor
+from torch.distributed.tensor import Replicate
 
 import torchshard
+from dtensor_cases import seeded_dtensor
 from torchshard import ExplainReport, OpReport
 
 JOIN_TIMEOUT_S = 60
@@ -48,15 +49,11 @@ def _keep_capacity():
     assert not leaked, "test left the cache capacity changed"
 
 
-def make(mesh, shape=(8, 8), placements=(Shard(0),), seed=0):
-    gen = torch.Generator().manual_seed(seed)
-    return distribute_tensor(torch.randn(*shape, generator=gen), mesh, list(placements))
-
-
 @pytest.fixture
 def tensors(mesh):
     """a, b: (8, 8) sharded on dim 0; w: (8, 4) replicated."""
-    return make(mesh), make(mesh, seed=1), make(mesh, shape=(8, 4), placements=(Replicate(),), seed=2)
+    return (seeded_dtensor(mesh), seeded_dtensor(mesh, seed=1),
+            seeded_dtensor(mesh, shape=(8, 4), placements=(Replicate(),), seed=2))
 
 
 def figures(op: OpReport) -> tuple:

@@ -10,23 +10,11 @@ custom handlers, rewritten ops, redistribution of implicitly replicated plain te
 of out= ops and off the mesh, an active ExplicitRedistributionContext, one-element 1-d
 plain tensors, complex scalars) assert the decline reason instead.
 
-Every case builds the same inputs twice (fixed seed, fresh DTensors per run) and runs
-the call on stock DTensor (inside ``torchshard.disabled()``) and with torchshard, each
-after a warm-up call, so the measured torchshard call is a cache hit (the path that
-runs no Python). Compared, field by field (``dtensor_compare``):
-
-* outputs: values (bitwise), placements, mesh, full spec (tensor_meta, shard_order),
-  shape, stride, dtype, requires_grad, grad_fn type, is_leaf;
-* aliasing at the DTensor wrapper level: ``out is input`` (in-place/out= return the very
-  object), ``out._base is input``, ``out._is_view()``, wrapper storage and local storage
-  sharing, against the inputs and the earlier outputs;
-* version counters: on a second call, each input is bumped in place (``mul_(1)``) and
-  every output's ``_version`` (and its local tensor's) must move the same way;
-* the inputs after the call (in-place ops may change an input's spec and shape);
-* gradients of the leaf inputs where the case backpropagates;
-* warnings raised by the measured call;
-* when stock raises: the exception type (and the inputs after the failed call).
-
+Every case runs through the shared differential harness (``differential.check``; inputs
+described with ``dtensor_cases.D``/``T``/``L``): the call runs on stock DTensor and with
+torchshard, each after a warm-up call, so the measured torchshard call is a cache hit
+(the path that runs no Python), and outputs, wrapper-level aliasing, version counters,
+inputs afterwards, gradients, warnings and exception types are compared field by field.
 For cases served natively the explain report must show the op with every call native
 and no miss on the measured call, so the tests guard against silently declining.
 """
@@ -36,22 +24,16 @@ from __future__ import annotations
 import contextlib
 import warnings
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
 import torch
 import torch.nn.functional as F
-from dtensor_compare import assert_same_result, version_deltas, wrapper_aliasing
+from differential import bump, check, op_report
+from dtensor_cases import P, R, S0, S1, S2, S3, D, Inputs, L, T, placements_id
+from dtensor_compare import assert_same_result, flat_tensors, version_deltas, wrapper_aliasing
 from torch.distributed.device_mesh import DeviceMesh
-from torch.distributed.tensor import (
-    DTensor,
-    Partial,
-    Placement,
-    Replicate,
-    Shard,
-    distribute_tensor,
-)
+from torch.distributed.tensor import DTensor, Partial, Placement, Shard
 from torch.distributed.tensor._utils import ExplicitRedistributionContext
 from torch.distributed.tensor.experimental import implicit_replication
 from torch.overrides import TorchFunctionMode
@@ -59,253 +41,6 @@ from torch.overrides import TorchFunctionMode
 import torchshard
 
 pytestmark = pytest.mark.usefixtures("fresh_torchshard")
-
-R, P = Replicate(), Partial()
-S0, S1, S2, S3 = Shard(0), Shard(1), Shard(2), Shard(3)
-
-# ----------------------------------------------------------------------------- inputs
-
-
-@dataclass(frozen=True)
-class D:
-    """A DTensor input: global shape, placements (one per mesh dim), value kind.
-
-    ``mesh``: None for the case's mesh, else a key of the ``meshes`` fixture.
-    """
-
-    shape: tuple[int, ...]
-    placements: tuple[Placement, ...] = (R,)
-    kind: str = "float"  # float | positive | int | uint8 | bool
-    grad: bool = False
-    mesh: str | None = None
-
-
-@dataclass(frozen=True)
-class T:
-    """A plain torch.Tensor input."""
-
-    shape: tuple[int, ...]
-    kind: str = "float"
-    grad: bool = False
-
-
-@dataclass(frozen=True)
-class L:
-    """A list of inputs (a Tensor[] argument)."""
-
-    items: tuple[Any, ...]
-
-
-def _values(shape: tuple[int, ...], kind: str, gen: torch.Generator) -> torch.Tensor:
-    if kind == "float":
-        return torch.randn(shape, generator=gen)
-    if kind == "positive":
-        return torch.rand(shape, generator=gen) + 0.5
-    if kind == "int":
-        return torch.randint(-20, 20, shape, generator=gen)
-    if kind == "uint8":
-        return torch.randint(0, 250, shape, generator=gen, dtype=torch.uint8)
-    if kind == "bool":
-        return torch.rand(shape, generator=gen) > 0.5
-    raise ValueError(kind)
-
-
-class Inputs:
-    """The bases of a case, built once (distribute_tensor); ``fresh()`` copies them."""
-
-    def __init__(self, specs: Sequence[Any], mesh: DeviceMesh | None,
-                 meshes: dict[str, DeviceMesh] | None = None, seed: int = 0) -> None:
-        self._gen = torch.Generator().manual_seed(seed)
-        self._mesh = mesh
-        self._meshes = meshes or {}
-        # distribute_tensor works on the plain global tensor and dispatches no DTensor op
-        # (so no torchshard.disabled() here: toggling costs ~15 ms and clears the caches).
-        self._bases = [self._base(s) for s in specs]
-
-    def _base(self, spec: Any) -> Any:
-        if isinstance(spec, D):
-            mesh = self._mesh if spec.mesh is None else self._meshes[spec.mesh]
-            assert mesh is not None and len(spec.placements) == mesh.ndim, (spec, mesh)
-            return (spec, distribute_tensor(_values(spec.shape, spec.kind, self._gen), mesh,
-                                            list(spec.placements)))
-        if isinstance(spec, T):
-            return (spec, _values(spec.shape, spec.kind, self._gen))
-        if isinstance(spec, L):
-            return (spec, [self._base(item) for item in spec.items])
-        return (None, spec)  # a Python value, passed as is
-
-    def _fresh(self, base: Any) -> Any:
-        spec, value = base
-        if isinstance(spec, D):
-            t = DTensor.from_local(value._local_tensor.clone(), value.device_mesh, value.placements,
-                                   run_check=False, shape=value.shape, stride=value.stride())
-            return t.requires_grad_() if spec.grad else t
-        if isinstance(spec, T):
-            t = value.clone()
-            return t.requires_grad_() if spec.grad else t
-        if isinstance(spec, L):
-            return [self._fresh(item) for item in value]
-        return value
-
-    def fresh(self) -> list[Any]:
-        return [self._fresh(b) for b in self._bases]
-
-
-# ------------------------------------------------------------------------ running
-
-
-def _flat(value: Any) -> list[torch.Tensor]:
-    if isinstance(value, torch.Tensor):
-        return [value]
-    if isinstance(value, (tuple, list)):
-        return [t for v in value for t in _flat(v)]
-    return []
-
-
-def _leaves(inputs: Sequence[Any]) -> list[torch.Tensor]:
-    return [t for t in _flat(inputs) if t.is_leaf and t.requires_grad]
-
-
-def _backward(output: Any) -> None:
-    targets = [o for o in _flat(output) if o.requires_grad and o.is_floating_point()]
-    if targets:
-        # (o * o) makes the gradient depend on the output values; every output takes
-        # part, so the gradients of list results (split, unbind) are all DTensors.
-        torch.autograd.backward([(o * o).sum() for o in targets])
-
-
-def _bump(t: torch.Tensor) -> None:
-    """A value-preserving in-place op on an input (bumps its version counter)."""
-    with torch.no_grad():
-        if t.dtype == torch.bool:
-            torch.autograd.graph.increment_version(t)
-        else:
-            t.mul_(1)
-
-
-@dataclass
-class Run:
-    inputs: list[Any]
-    output: Any = None
-    error: type[BaseException] | None = None
-    message: str = ""
-    warnings: list[str] = field(default_factory=list)
-    aliasing: list[dict[str, Any]] = field(default_factory=list)
-    grad_error: type[BaseException] | None = None
-    grads: list[Any] = field(default_factory=list)
-    versions: list[Any] = field(default_factory=list)
-    report: Any = None
-
-
-def _run(inputs: Inputs, fn: Callable[..., Any], *, enabled: bool, grad: bool, warm: int,
-         seed: int | None) -> Run:
-    with contextlib.nullcontext() if enabled else torchshard.disabled():
-        assert torchshard.is_enabled() == enabled
-        for _ in range(warm):
-            with contextlib.suppress(Exception), warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                warm_out = fn(*inputs.fresh())
-                if grad:
-                    _backward(warm_out)
-        run = Run(inputs=inputs.fresh())
-        if seed is not None:
-            torch.manual_seed(seed)
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            with torchshard.explain(print_report=False) as report:
-                try:
-                    run.output = fn(*run.inputs)
-                except Exception as exc:  # noqa: BLE001 - the type is compared with stock's
-                    run.error, run.message = type(exc), str(exc)
-        run.report = report
-        run.warnings = [f"{w.category.__name__}: {w.message}" for w in caught]
-        if run.error is not None:
-            return run
-        run.aliasing = wrapper_aliasing(run.output, run.inputs)
-        if grad:
-            try:
-                _backward(run.output)
-            except Exception as exc:  # noqa: BLE001
-                run.grad_error = type(exc)
-            run.grads = [t.grad for t in _leaves(run.inputs)]
-        # Version counters on a separate call: bumping an input in place makes the
-        # multi-output views of split/unbind unusable (their grad_fn raises), and the
-        # comparison above still has to read them.
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            probe_inputs = inputs.fresh()
-            try:
-                probe = fn(*probe_inputs)
-            except Exception as exc:  # noqa: BLE001
-                run.versions = [("probe raised", type(exc).__name__)]
-            else:
-                run.versions = version_deltas(probe, probe_inputs, bump=_bump)
-    return run
-
-
-Native = bool | str | tuple[str, ...] | None
-
-
-def check(inputs: Inputs, fn: Callable[..., Any], *, native: Native = True,
-          decline: tuple[str, str] | None = None, grad: bool = False, warm: int = 1,
-          seed: int | None = None, hit: bool = True) -> tuple[Run, Run]:
-    """Run ``fn`` on stock and on torchshard and require identical outcomes.
-
-    ``native``: True -- some call of the block ran natively; op name(s) -- each named op
-    ran natively on every call (and, with ``hit``, hit the cache); None/False -- no
-    assertion. ``decline``: ``(op, reason)`` the op must have been declined for. Neither
-    is asserted when stock raises (nothing to serve; the exception types must match).
-    """
-    stock = _run(inputs, fn, enabled=False, grad=grad, warm=warm, seed=seed)
-    ours = _run(inputs, fn, enabled=True, grad=grad, warm=warm, seed=seed)
-    if stock.error is not None:
-        assert ours.error is stock.error, (
-            f"stock raised {stock.error.__name__}: {stock.message[:300]}\n"
-            f"torchshard: {ours.error.__name__ + ': ' + ours.message[:300] if ours.error else 'no error'}"
-        )
-        assert_same_result(stock.inputs, ours.inputs, path="inputs_after_error")
-        return stock, ours
-    assert ours.error is None, (
-        f"torchshard raised {ours.error.__name__} where stock did not: {ours.message[:500]}"
-    )
-    assert_same_result(stock.output, ours.output, inputs=(stock.inputs, ours.inputs), path="output")
-    assert stock.aliasing == ours.aliasing, (
-        f"wrapper aliasing right after the call differs:\nstock={stock.aliasing}\nours={ours.aliasing}"
-    )
-    assert ours.grad_error is stock.grad_error, (stock.grad_error, ours.grad_error)
-    assert_same_result(stock.grads, ours.grads, path="grads")
-    assert_same_result(stock.inputs, ours.inputs, path="inputs_after")
-    assert stock.versions == ours.versions, (
-        f"version counters differ:\nstock={stock.versions}\nours={ours.versions}"
-    )
-    assert stock.warnings == ours.warnings, (
-        f"warnings differ:\nstock={stock.warnings}\nours={ours.warnings}"
-    )
-    _assert_served(ours.report, native, decline, hit)
-    return stock, ours
-
-
-def _op(report: Any, name: str) -> Any:
-    for op in report.ops:
-        if op.op == name:
-            return op
-    raise AssertionError(f"{name} not dispatched to torchshard; report ops: {report.ops}")
-
-
-def _assert_served(report: Any, native: Native, decline: tuple[str, str] | None, hit: bool) -> None:
-    if decline is not None:
-        op = _op(report, decline[0])
-        assert op.native_calls == 0 and op.declines.get(decline[1], 0) > 0, (
-            f"{decline[0]} expected declined for {decline[1]!r}: {op}"
-        )
-    if native is True:
-        assert report.native_calls > 0, f"nothing ran natively: {report.ops}"
-    elif isinstance(native, (str, tuple)):
-        for name in (native,) if isinstance(native, str) else native:
-            op = _op(report, name)
-            assert op.calls > 0 and op.native_calls == op.calls, f"{name} not (only) native: {op}"
-            if hit:
-                assert op.misses == 0, f"{name} missed the cache after a warm-up call: {op}"
 
 
 @pytest.fixture(scope="module")
@@ -326,18 +61,6 @@ def _aten_name(op_call: str) -> str:
     return name.removesuffix(".default")
 
 
-def _pid(p: Placement) -> str:
-    if isinstance(p, Replicate):
-        return "R"
-    if isinstance(p, Partial):
-        return "P"
-    return f"S{p.dim}"
-
-
-def _pids(pl: tuple[Placement, ...]) -> str:
-    return "".join(_pid(p) for p in pl)
-
-
 PL_1D = [(R,), (S0,), (S1,), (P,)]
 PL_2D = [(R, S0), (S1, S0), (P, S1), (S0, S0), (P, P)]
 A = (8, 12)
@@ -346,7 +69,7 @@ A = (8, 12)
 def _cases(table: Sequence[tuple[Any, ...]], placements: Sequence[tuple[Placement, ...]],
            mesh: str) -> list[Any]:
     return [
-        pytest.param(entry, pl, mesh, id=f"{entry[0]}-{mesh}-{_pids(pl)}")
+        pytest.param(entry, pl, mesh, id=f"{entry[0]}-{mesh}-{placements_id(pl)}")
         for entry in table
         for pl in placements
     ]
@@ -451,7 +174,7 @@ SQUEEZE_ = [
 
 
 @pytest.mark.parametrize(("shape", "pl", "dims"), SQUEEZE_,
-                         ids=[f"{s}-{_pids(p)}-{d}" for s, p, d in SQUEEZE_])
+                         ids=[f"{s}-{placements_id(p)}-{d}" for s, p, d in SQUEEZE_])
 def test_inplace_squeeze_changes_placements(shape, pl, dims, meshes) -> None:
     """squeeze_ on a size-1 dim before a sharded dim: placements/shape of the input change."""
     mesh = meshes["1d" if len(pl) == 1 else "2d"]
@@ -507,7 +230,7 @@ INPLACE_GRAD = [
 
 
 @pytest.mark.parametrize(("entry", "pl"),
-                         [pytest.param(e, p, id=f"{e[0]}-{_pids(p)}") for e in INPLACE_GRAD
+                         [pytest.param(e, p, id=f"{e[0]}-{placements_id(p)}") for e in INPLACE_GRAD
                           for p in PL_1D])
 def test_inplace_grad(entry, pl, mesh_1d) -> None:
     """Gradients through in-place ops on non-leaf DTensors (CopySlices included)."""
@@ -518,7 +241,7 @@ def test_inplace_grad(entry, pl, mesh_1d) -> None:
         assert stock.error is RuntimeError
 
 
-@pytest.mark.parametrize("pl", [(S2,), (R,), (S0, S2)], ids=_pids)
+@pytest.mark.parametrize("pl", [(S2,), (R,), (S0, S2)], ids=placements_id)
 def test_inplace_squeeze_grad(pl, meshes) -> None:
     """Backward through squeeze_ on a clone (stock's own result decides what is expected)."""
     mesh = meshes["1d" if len(pl) == 1 else "2d"]
@@ -629,7 +352,7 @@ def test_out_variant_mm(name, px, pw, po, mesh_1d) -> None:
           lambda x, w, o: torch.mm(x, w, out=o), native="aten::mm.out")
 
 
-@pytest.mark.parametrize("pl", [(R,), (S0,)], ids=_pids)
+@pytest.mark.parametrize("pl", [(R,), (S0,)], ids=placements_id)
 def test_out_variant_two_outputs(pl, mesh_1d) -> None:
     """torch.max(dim, out=(values, indices)) returns the tuple of both out DTensors."""
     out_pl = pl  # reducing dim 1 keeps a Shard(0) sharding
@@ -719,7 +442,7 @@ VIEW_GRAD = [
 
 
 @pytest.mark.parametrize(("entry", "pl"),
-                         [pytest.param(e, p, id=f"{e[0]}-{_pids(p)}") for e in VIEW_GRAD
+                         [pytest.param(e, p, id=f"{e[0]}-{placements_id(p)}") for e in VIEW_GRAD
                           for p in PL_1D])
 def test_view_grad(entry, pl, mesh_1d) -> None:
     """Gradients through views (and through every result of split/unbind/chunk)."""
@@ -777,7 +500,7 @@ def test_list_input_ops(entry, pl, mesh_name, meshes) -> None:
 
 @pytest.mark.parametrize(("a", "b"), [((R,), (S0,)), ((S0,), (S1,)), ((S1,), (P,)),
                                       ((P,), (R,)), ((R,), (P,))],
-                         ids=lambda p: _pids(p))
+                         ids=lambda p: placements_id(p))
 @pytest.mark.parametrize("dim", [0, 1])
 def test_cat_mixed_placements(a, b, dim, mesh_1d) -> None:
     """cat of differently placed DTensors: stock redistributes list items; so does torchshard."""
@@ -866,7 +589,7 @@ FOREACH_REDISTRIBUTE = [
 
 
 @pytest.mark.parametrize(("ps", "po"), FOREACH_REDISTRIBUTE,
-                         ids=[f"{_pids(a)}-{_pids(b)}" for a, b in FOREACH_REDISTRIBUTE])
+                         ids=[f"{placements_id(a)}-{placements_id(b)}" for a, b in FOREACH_REDISTRIBUTE])
 @pytest.mark.parametrize("which", ["add_", "lerp_", "add_functional", "addcdiv_"])
 def test_foreach_redistributes_list_items(ps, po, which, mesh_1d) -> None:
     """Foreach ops whose list items need redistribution: served natively (stock's collectives)."""
@@ -962,7 +685,7 @@ def test_zero_dim_plain_tensor_with_partial_needs_redistribution_declines(plain,
           decline=("aten::add.Tensor", "needs_redistribute"))
 
 
-@pytest.mark.parametrize("pl", PL_1D[:3], ids=_pids)
+@pytest.mark.parametrize("pl", PL_1D[:3], ids=placements_id)
 def test_zero_dim_plain_tensor_values_not_keyed(pl, mesh_1d) -> None:
     """Different 0-dim values (same dtype) hit one entry and each give stock's result."""
     base = Inputs([D(A, pl)], mesh_1d)
@@ -1004,7 +727,7 @@ OFF_PL = {
 
 
 @pytest.mark.parametrize(("entry", "pl", "mesh_name"),
-                         [pytest.param(e, p, m, id=f"{e[0]}-{m}-{_pids(p)}")
+                         [pytest.param(e, p, m, id=f"{e[0]}-{m}-{placements_id(p)}")
                           for e in OFF_MESH for m, pls in OFF_PL.items() for p in pls])
 def test_not_participating(entry, pl, mesh_name, meshes, propagation_log) -> None:
     """This rank is outside the op's mesh: stock's stand-in results, specs and aliasing.
@@ -1025,7 +748,7 @@ def test_not_participating(entry, pl, mesh_name, meshes, propagation_log) -> Non
     else:
         stock, ours = check(inputs, fn, native=op or True)
     if stock.error is None:
-        for out in _flat(ours.output):
+        for out in flat_tensors(ours.output):
             assert isinstance(out, DTensor) and out.device_mesh is mesh
 
 
@@ -1118,13 +841,13 @@ def test_implicit_replication_plain_needing_redistribution_declines(name, fn, pl
           decline=(op, "needs_redistribute"))
 
 
-@pytest.mark.parametrize("pl", [(R,), (S0,)], ids=_pids)
+@pytest.mark.parametrize("pl", [(R,), (S0,)], ids=placements_id)
 def test_implicit_replication_sharded_row_broadcast(pl, mesh_1d) -> None:
     """A plain row broadcast against a Shard(0) DTensor needs no redistribution: native."""
     check(Inputs([D(A, pl), T((12,))], mesh_1d), _ir(lambda x, t: x + t), native="aten::add.Tensor")
 
 
-@pytest.mark.parametrize("pl", [(R,), (S0,)], ids=_pids)
+@pytest.mark.parametrize("pl", [(R,), (S0,)], ids=placements_id)
 def test_plain_tensor_without_implicit_replication_declines(pl, mesh_1d) -> None:
     """Outside implicit_replication() a full plain tensor is stock's error to raise."""
     stock, ours = check(Inputs([D(A, pl), T(A)], mesh_1d), lambda x, t: x + t, native=None)
@@ -1132,14 +855,14 @@ def test_plain_tensor_without_implicit_replication_declines(pl, mesh_1d) -> None
     assert ours.report.declines.get("plain_tensor_arg", 0) > 0
 
 
-@pytest.mark.parametrize("pl", [(R,), (S0,)], ids=_pids)
+@pytest.mark.parametrize("pl", [(R,), (S0,)], ids=placements_id)
 def test_one_element_1d_plain_tensor_declines(pl, mesh_1d) -> None:
     """A one-element 1-d plain tensor makes stock warn: left to stock (and its warning)."""
     check(Inputs([D(A, pl), T((1,))], mesh_1d), lambda x, t: x * t, native=None,
           decline=("aten::mul.Tensor", "plain_tensor_arg"))
 
 
-@pytest.mark.parametrize("pl", [(R,), (S0,)], ids=_pids)
+@pytest.mark.parametrize("pl", [(R,), (S0,)], ids=placements_id)
 def test_one_element_1d_plain_tensor_under_implicit_replication(pl, mesh_1d) -> None:
     """Under implicit replication the same call must still warn on every call, as stock does.
 
@@ -1231,23 +954,27 @@ def test_partial_to_replicate_all_reduce_is_native_on_hits(name, stock_reduction
     reductions.clear()
     with torchshard.explain(print_report=False) as report:
         fn(*inputs.fresh())
-    served = _op(report, op)
+    served = op_report(report, op)
     assert (served.native_calls, served.misses) == (1, 0), served
     assert len(reductions) == stock_reductions
+
+
+def _strict(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """``fn`` inside a strict ExplicitRedistributionContext (every redistribution raises)."""
+    def run(*args: Any) -> Any:
+        with ExplicitRedistributionContext(strict=True):
+            return fn(*args)
+
+    return run
 
 
 @pytest.mark.parametrize("case", [c for c in REDISTRIBUTE if c[4]], ids=[c[0] for c in REDISTRIBUTE if c[4]])
 def test_redistribution_under_explicit_context_declines(case, meshes) -> None:
     """An active ExplicitRedistributionContext must see the redistribution: declined to stock."""
     _name, specs, fn, op, _ = case
-
-    def strict(*args: Any) -> Any:
-        with ExplicitRedistributionContext(strict=True):
-            return fn(*args)
-
-    stock, ours = check(Inputs(specs, meshes["1d"], meshes), strict, native=None)
+    stock, ours = check(Inputs(specs, meshes["1d"], meshes), _strict(fn), native=None)
     assert stock.error is RuntimeError
-    assert _op(ours.report, op).declines == {"needs_redistribute": 1}
+    assert op_report(ours.report, op).declines == {"needs_redistribute": 1}
 
 
 @pytest.mark.parametrize("case", [c for c in REDISTRIBUTE if not c[4]][:3],
@@ -1255,12 +982,7 @@ def test_redistribution_under_explicit_context_declines(case, meshes) -> None:
 def test_value_only_redistribution_under_explicit_context(case, meshes) -> None:
     """Replacing a view's shape by the local shape moves no data: still native, as stock allows."""
     _name, specs, fn, op, _ = case
-
-    def strict(*args: Any) -> Any:
-        with ExplicitRedistributionContext(strict=True):
-            return fn(*args)
-
-    check(Inputs(specs, meshes["1d"], meshes), strict, native=op)
+    check(Inputs(specs, meshes["1d"], meshes), _strict(fn), native=op)
 
 
 # -------------------------------------------------- value-blind Python scalars
@@ -1296,7 +1018,7 @@ _PARTIAL_REJECTED = {"addcdiv_value", "lerp_weight", "foreach_add_scalarlist"}
 
 
 @pytest.mark.parametrize(("name", "make", "pl", "mesh_name"), [
-    pytest.param(name, make, pl, mesh_name, id=f"{name}-{mesh_name}-{_pids(pl)}")
+    pytest.param(name, make, pl, mesh_name, id=f"{name}-{mesh_name}-{placements_id(pl)}")
     for name, make in CHANGING_SCALAR
     for pl, mesh_name in [((R,), "1d"), ((S0,), "1d"), ((S1,), "1d"), ((P,), "1d"), ((S0, S1), "2d")]
     if not (isinstance(pl[0], Partial) and name in _PARTIAL_REJECTED)
@@ -1334,7 +1056,7 @@ def _kind_cases() -> list[Any]:
         for op in ["mul", "add", "sub_r", "inplace_add"]:
             for name, kind, scalars in KIND_SEQUENCES:
                 cases.append(pytest.param(name, kind, scalars, op, pl,
-                                          id=f"{_pids(pl)}-{op}-{name}"))
+                                          id=f"{placements_id(pl)}-{op}-{name}"))
     return cases
 
 
@@ -1428,7 +1150,7 @@ DECLINED = [
 
 
 @pytest.mark.parametrize(("entry", "pl"),
-                         [pytest.param(e, p, id=f"{e[0]}-{_pids(p)}") for e in DECLINED
+                         [pytest.param(e, p, id=f"{e[0]}-{placements_id(p)}") for e in DECLINED
                           for p in [(R,), (S0,)]])
 def test_declined_by_design(entry, pl, mesh_1d) -> None:
     """Random ops, custom handlers and rewritten ops go to stock, with the same results."""
@@ -1509,23 +1231,23 @@ class _ComplexInputs(Inputs):
         return [x, c, m]
 
 
-@pytest.mark.parametrize("pl", [(R,), (S0,)], ids=_pids)
+@pytest.mark.parametrize("pl", [(R,), (S0,)], ids=placements_id)
 @pytest.mark.parametrize(("name", "fn", "op"), COMPLEX_KEYED, ids=[c[0] for c in COMPLEX_KEYED])
 def test_complex_scalar_at_keyed_position(name, fn, op, pl, mesh_1d) -> None:
     """Stock refuses a complex scalar where it keys scalars by value; so must torchshard."""
     stock, ours = check(_ComplexInputs(pl, mesh_1d), fn, native=None)
     assert stock.error is RuntimeError
-    assert _op(ours.report, op).declines == {"unsupported_arg": 1}
+    assert op_report(ours.report, op).declines == {"unsupported_arg": 1}
 
 
-@pytest.mark.parametrize("pl", [(R,), (S0,)], ids=_pids)
+@pytest.mark.parametrize("pl", [(R,), (S0,)], ids=placements_id)
 @pytest.mark.parametrize(("name", "fn", "expect"), COMPLEX_ELSEWHERE,
                          ids=[c[0] for c in COMPLEX_ELSEWHERE])
 def test_complex_scalar_elsewhere(name, fn, expect, pl, mesh_1d) -> None:
     """Complex scalars stock accepts (wrapped numbers, unkeyed positions): stock's results."""
     if isinstance(expect, tuple):
         _stock, ours = check(_ComplexInputs(pl, mesh_1d), fn, native=None)
-        assert _op(ours.report, expect[0]).declines == {expect[1]: 1}
+        assert op_report(ours.report, expect[0]).declines == {expect[1]: 1}
     else:
         check(_ComplexInputs(pl, mesh_1d), fn, native=expect)
 
@@ -1568,9 +1290,9 @@ def test_comparison_detects_aliasing_spec_and_version_differences(mesh_1d) -> No
         # a view shares the wrapper's version counter, a copy does not (local results
         # are computed below autograd, so their counters are their own on both paths)
         a = inputs.fresh()
-        assert version_deltas(a[0].t(), a, bump=_bump)[0][1] == [(1, 0)]
+        assert version_deltas(a[0].t(), a, bump=bump)[0][1] == [(1, 0)]
         a = inputs.fresh()
-        assert version_deltas(a[0].clone(), a, bump=_bump)[0][1] == [(0, 0)]
+        assert version_deltas(a[0].clone(), a, bump=bump)[0][1] == [(0, 0)]
         # the full spec: a stale tensor_meta is caught even when placements/dtype agree
         x = inputs.fresh()[0]
         stale = dataclasses.replace(

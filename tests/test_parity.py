@@ -1,10 +1,13 @@
 """Differential parity: every op gives the same DTensor result with and without torchshard.
 
-Each case builds the same inputs (fixed seed) twice, runs the op on stock DTensor
-(inside ``torchshard.disabled()``) and with torchshard enabled, then backpropagates
-through the first differentiable output. Guarded, field by field (see
-``dtensor_compare``): outputs, input gradients, inputs after the call (in-place ops),
-output/input aliasing, and -- when stock raises -- the exception type and stage.
+Each case runs through the shared differential harness (``differential.check``, inputs
+``dtensor_cases.D`` with a fixed seed per op): the op runs on stock DTensor (inside
+``torchshard.disabled()``) and with torchshard enabled, from a cold torchshard cache, so
+the compared call is the miss that builds the entry (test_native_classes.py compares
+hits). Guarded, field by field (see ``dtensor_compare``): outputs, wrapper-level
+aliasing, version counters, warnings, the gradients of a backward pass through every
+floating output, inputs after the call (in-place ops), and -- when stock raises, in the
+forward or in the backward -- the exception type.
 
 Placements: every input takes every placement stock accepts per mesh dimension
 (Replicate, Partial for float inputs, Shard(d) for each dim), on a 1-D mesh of 4 (the
@@ -13,8 +16,9 @@ every all-alike case and a seeded sample; the full product with
 TORCHSHARD_PARITY_FULL=1). These tests run on a fake process group: collectives are no-ops, so
 only local tensors are compared (they hold real values).
 
-For ops expected to be served natively, ``native_calls`` must also grow during the
-forward: that guards against torchshard silently declining everything.
+For ops expected to be served natively (``Op.native``, per mesh dimension's
+placements), the forward must also have served some call natively: that guards against
+torchshard silently declining everything.
 """
 
 from __future__ import annotations
@@ -23,18 +27,19 @@ import itertools
 import os
 import random
 import zlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
 import torch
 import torch.nn.functional as F
+from differential import check
+from dtensor_cases import R, S0, S1, S2, D, Inputs, placements_id
 from torch.distributed.device_mesh import DeviceMesh
-from torch.distributed.tensor import DTensor, Partial, Placement, Replicate, Shard, distribute_tensor
+from torch.distributed.tensor import Partial, Placement, Replicate, Shard
 
-import torchshard
-from dtensor_compare import assert_same_result
+pytestmark = pytest.mark.usefixtures("fresh_torchshard")
 
 # ----------------------------------------------------------------------------- inputs
 
@@ -51,16 +56,9 @@ class In:
     def differentiable(self) -> bool:
         return self.kind in ("float", "positive")
 
-    def make(self, gen: torch.Generator) -> torch.Tensor:
-        if self.kind == "float":
-            return torch.randn(self.shape, generator=gen)
-        if self.kind == "positive":
-            return torch.rand(self.shape, generator=gen) + 0.5
-        if self.kind == "index":
-            return torch.randint(0, self.high, self.shape, generator=gen)
-        if self.kind == "bool":
-            return torch.rand(self.shape, generator=gen) > 0.5
-        raise ValueError(self.kind)
+    def spec(self, placements: tuple[Placement, ...]) -> D:
+        """This input under ``placements``; differentiable inputs require grad."""
+        return D(self.shape, placements, self.kind, grad=self.differentiable, high=self.high)
 
     def placement_choices(self) -> list[Placement]:
         """Placements stock accepts for this input on one mesh dimension."""
@@ -91,10 +89,6 @@ def _all_replicate(ps: tuple[Placement, ...]) -> bool:
 def _allowed(*combos: tuple[Placement, ...]) -> NativeRule:
     allowed = set(combos)
     return lambda ps: tuple(ps) in allowed
-
-
-R, P = Replicate(), Partial()
-S0, S1, S2 = Shard(0), Shard(1), Shard(2)
 
 
 @dataclass(frozen=True)
@@ -214,16 +208,6 @@ FULL_PRODUCT = os.environ.get("TORCHSHARD_PARITY_FULL") == "1"
 SAMPLE_CAP_2D = 24
 
 
-def _short(p: Placement) -> str:
-    if isinstance(p, Replicate):
-        return "R"
-    if isinstance(p, Partial):
-        return "P"
-    if isinstance(p, Shard):
-        return f"S{p.dim}"
-    return str(p)
-
-
 def _placement_combos(op: Op, mesh_name: str) -> list[tuple[tuple[Placement, ...], ...]]:
     """Per input, a tuple of placements (one per mesh dim); see MESH_SHAPES above."""
     ndim = len(MESH_SHAPES[mesh_name])
@@ -249,7 +233,7 @@ def _placement_combos(op: Op, mesh_name: str) -> list[tuple[tuple[Placement, ...
 
 
 def _case_id(op: Op, mesh_name: str, combo: tuple[tuple[Placement, ...], ...]) -> str:
-    ins = ",".join("".join(_short(p) for p in pl) for pl in combo)
+    ins = ",".join(placements_id(pl) for pl in combo)
     return f"{op.name}-{mesh_name}-{ins}"
 
 
@@ -263,79 +247,13 @@ CASES = [
 # ------------------------------------------------------------------------ running
 
 
-@dataclass
-class Outcome:
-    """What one run produced (or the exception and stage that stopped it)."""
-
-    inputs: list[torch.Tensor]
-    output: Any = None
-    grads: list[Any] = field(default_factory=list)
-    error: tuple[str, type[BaseException], str] | None = None
-    native_calls: int = 0
+def parity_inputs(op: Op, mesh: DeviceMesh, combo: tuple[tuple[Placement, ...], ...]) -> Inputs:
+    """The op's inputs under ``combo`` (one placement tuple per input), seeded by its name."""
+    specs = [inp.spec(pl) for inp, pl in zip(op.ins, combo)]
+    return Inputs(specs, mesh, seed=zlib.crc32(op.name.encode()))
 
 
-def _build_bases(
-    op: Op, mesh: DeviceMesh, combo: tuple[tuple[Placement, ...], ...], seed: int
-) -> list[DTensor]:
-    """The op's DTensor inputs, built once on stock DTensor (fixed seed)."""
-    gen = torch.Generator().manual_seed(seed)
-    globals_ = [inp.make(gen) for inp in op.ins]
-    with torchshard.disabled():
-        return [distribute_tensor(g, mesh, list(pl)) for g, pl in zip(globals_, combo)]
-
-
-def _fresh_inputs(op: Op, bases: Sequence[DTensor]) -> list[DTensor]:
-    """New leaf DTensors with the bases' local values (so grads and mutations are per run)."""
-    fresh = []
-    for inp, base in zip(op.ins, bases):
-        t = DTensor.from_local(
-            base._local_tensor.clone(),
-            base.device_mesh,
-            base.placements,
-            run_check=False,
-            shape=base.shape,
-            stride=base.stride(),
-        )
-        if inp.differentiable:
-            t.requires_grad_()
-        fresh.append(t)
-    return fresh
-
-
-def _first_differentiable(value: Any) -> torch.Tensor | None:
-    if isinstance(value, torch.Tensor):
-        return value if value.requires_grad and value.is_floating_point() else None
-    if isinstance(value, (tuple, list)):
-        for v in value:
-            found = _first_differentiable(v)
-            if found is not None:
-                return found
-    return None
-
-
-def _run(op: Op, bases: Sequence[DTensor]) -> Outcome:
-    outcome = Outcome(inputs=_fresh_inputs(op, bases))
-    torchshard.reset_stats()
-    try:
-        outcome.output = op.fn(*outcome.inputs)
-    except Exception as exc:  # noqa: BLE001 - the type is compared with stock's
-        outcome.error = ("forward", type(exc), str(exc))
-        return outcome
-    outcome.native_calls = torchshard.stats()["native_calls"]
-    target = _first_differentiable(outcome.output)
-    if target is not None:
-        try:
-            # (out * out) makes the gradient depend on the output values, and is
-            # accepted by stock for every placement (Partial included).
-            (target * target).sum().backward()
-        except Exception as exc:  # noqa: BLE001
-            outcome.error = ("backward", type(exc), str(exc))
-            return outcome
-    outcome.grads = [t.grad for t in outcome.inputs]
-    return outcome
-
-
-def _expects_native(op: Op, combo: tuple[tuple[Placement, ...], ...]) -> bool:
+def expects_native(op: Op, combo: tuple[tuple[Placement, ...], ...]) -> bool:
     if op.native is None:
         return False
     mesh_ndim = len(combo[0])
@@ -343,37 +261,10 @@ def _expects_native(op: Op, combo: tuple[tuple[Placement, ...], ...]) -> bool:
 
 
 def check_parity(op: Op, mesh: DeviceMesh, combo: tuple[tuple[Placement, ...], ...]) -> None:
-    """Run ``op`` on stock DTensor and on torchshard and require identical outcomes."""
-    bases = _build_bases(op, mesh, combo, seed=zlib.crc32(op.name.encode()))
-    with torchshard.disabled():
-        assert not torchshard.is_enabled()
-        stock = _run(op, bases)
-    assert torchshard.is_enabled()
-    ours = _run(op, bases)
-
-    if stock.error is not None:
-        assert ours.error is not None, (
-            f"stock raised {stock.error[1].__name__} in {stock.error[0]} ({stock.error[2]}), "
-            "torchshard did not"
-        )
-        assert ours.error[:2] == stock.error[:2], (
-            f"stock raised {stock.error[1].__name__} in {stock.error[0]}, torchshard raised "
-            f"{ours.error[1].__name__} in {ours.error[0]}: {ours.error[2]}"
-        )
-        return
-    assert ours.error is None, (
-        f"torchshard raised {ours.error[1].__name__} in {ours.error[0]} where stock did not: "
-        f"{ours.error[2]}"
-    )
-    assert_same_result(stock.output, ours.output, inputs=(stock.inputs, ours.inputs),
-                       path="output")
-    assert_same_result(stock.grads, ours.grads, path="grads")
-    assert_same_result(stock.inputs, ours.inputs, path="inputs_after")
-    if _expects_native(op, combo):
-        assert ours.native_calls > 0, (
-            f"{op.name} with placements {combo} was expected to run natively; "
-            f"stats: {torchshard.stats()}"
-        )
+    """Run ``op`` on stock DTensor and on torchshard (a cache miss) and require identical
+    outcomes, and a native call where ``op.native`` says so."""
+    check(parity_inputs(op, mesh, combo), op.fn, native=True if expects_native(op, combo) else None,
+          grad=True, warm=0)
 
 
 @pytest.mark.parametrize(("op", "mesh_name", "combo"), CASES)

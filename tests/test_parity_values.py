@@ -3,26 +3,25 @@
 The fake process group used by ``test_parity`` makes collectives no-ops, so global
 values (``full_tensor()``, Partial reductions) are only checked here. Every rank runs
 a representative subset of ``test_parity.OPS`` under a few placements per mesh
-(1-D of 4 and 2-D 2x2), with stock DTensor and with torchshard, and compares:
-outputs field by field (placements, local tensors, ...), ``full_tensor()`` of every
-output, gradients field by field and their ``full_tensor()``. Ranks collect mismatches
+(1-D of 4 and 2-D 2x2), with stock DTensor and with torchshard (the inputs of
+``test_parity.parity_inputs``, one side each with ``differential.run_side``), and
+compares: outputs field by field (placements, local tensors, aliasing, ...),
+``full_tensor()`` of every output, gradients field by field and their ``full_tensor()``,
+inputs afterwards, version counters, and exception types. Ranks collect mismatches
 instead of stopping (so collectives stay in lockstep), and the test re-raises the
 first failing rank's error with its traceback.
 """
 
 from __future__ import annotations
 
-import os
 import sys
-import tempfile
 import traceback
-import zlib
 from datetime import timedelta
 from typing import Any
 
 import pytest
 import torch
-from gloo_ranks import run_ranks
+from gloo_ranks import run_ranks_with_rendezvous
 
 WORLD_SIZE = 4
 OP_NAMES = (
@@ -52,18 +51,19 @@ def _full(value: Any) -> Any:
     return value
 
 
-def _worker(rank: int, init_file: str, tests_dir: str) -> None:
+def _worker(rank: int, init_method: str, tests_dir: str) -> None:
     sys.path.insert(0, tests_dir)
     import torch.distributed as dist
     from torch.distributed.device_mesh import init_device_mesh
 
     dist.init_process_group(
-        "gloo", init_method=f"file://{init_file}", rank=rank, world_size=WORLD_SIZE,
+        "gloo", init_method=init_method, rank=rank, world_size=WORLD_SIZE,
         timeout=timedelta(seconds=45),
     )
     try:
+        from differential import run_side
         from dtensor_compare import assert_same_result
-        from test_parity import OPS, _build_bases, _case_id, _placement_combos, _run
+        from test_parity import OPS, _case_id, _placement_combos, parity_inputs
 
         import torchshard
 
@@ -78,23 +78,26 @@ def _worker(rank: int, init_file: str, tests_dir: str) -> None:
                 for combo in _placement_combos(op, mesh_name)[:COMBOS_PER_MESH]:
                     case = _case_id(op, mesh_name, combo)
                     cases += 1
-                    bases = _build_bases(op, mesh, combo, seed=zlib.crc32(op.name.encode()))
+                    inputs = parity_inputs(op, mesh, combo)
+                    stock = run_side(inputs, op.fn, enabled=False, grad=True)
                     with torchshard.disabled():
-                        stock = _run(op, bases)
                         stock_full = (_full(stock.output), _full(stock.grads))
-                    ours = _run(op, bases)
+                    ours = run_side(inputs, op.fn, enabled=True, grad=True)
                     ours_full = (_full(ours.output), _full(ours.grads))
-                    native += ours.native_calls
+                    native += ours.report.native_calls
                     try:
                         if stock.error is not None or ours.error is not None:
-                            s = None if stock.error is None else stock.error[:2]
-                            o = None if ours.error is None else ours.error[:2]
-                            assert s == o, f"errors differ: stock={stock.error} ours={ours.error}"
+                            assert stock.error is ours.error, (
+                                f"errors differ: stock={stock.error} {stock.message} "
+                                f"ours={ours.error} {ours.message}")
                             continue
+                        assert ours.grad_error is stock.grad_error, (stock.grad_error, ours.grad_error)
                         assert_same_result(stock.output, ours.output, path="output",
                                            inputs=(stock.inputs, ours.inputs))
                         assert_same_result(stock.grads, ours.grads, path="grads")
                         assert_same_result(stock_full, ours_full, path="full_tensor")
+                        assert_same_result(stock.inputs, ours.inputs, path="inputs_after")
+                        assert stock.versions == ours.versions, (stock.versions, ours.versions)
                         compared += 1
                     except AssertionError:
                         failures.append(f"[rank {rank}] {case}:\n{traceback.format_exc()}")
@@ -113,7 +116,4 @@ def _worker(rank: int, init_file: str, tests_dir: str) -> None:
 @pytest.mark.slow
 def test_parity_real_values_gloo_world4() -> None:
     """On 4 real gloo ranks, torchshard matches stock DTensor values, placements and grads."""
-    tests_dir = os.path.dirname(os.path.abspath(__file__))
-    with tempfile.TemporaryDirectory() as tmp:
-        init_file = os.path.join(tmp, "rendezvous")
-        run_ranks(_worker, (init_file, tests_dir), WORLD_SIZE, TIMEOUT_S)
+    run_ranks_with_rendezvous(_worker, WORLD_SIZE, TIMEOUT_S)

@@ -39,9 +39,10 @@ import torch.nn.functional as F
 from hypothesis import HealthCheck, event, given, note, settings
 from hypothesis import strategies as st
 from torch.distributed.device_mesh import DeviceMesh
-from torch.distributed.tensor import DTensor, Partial, Replicate, Shard, distribute_tensor
+from torch.distributed.tensor import Partial, Replicate, Shard, distribute_tensor
 
 import torchshard
+from dtensor_cases import fresh_copy
 from dtensor_compare import assert_same_result
 
 pytestmark = pytest.mark.usefixtures("fresh_torchshard")
@@ -536,18 +537,7 @@ def _make_bases(case: Case, meshes: dict[str, DeviceMesh]) -> list[torch.Tensor]
 
 def _fresh(case: Case, bases: list[torch.Tensor]) -> list[torch.Tensor]:
     """New leaves with the bases' values, so each run has its own inputs."""
-    fresh = []
-    for inp, base in zip(case.inputs, bases):
-        if isinstance(base, DTensor):
-            t = DTensor.from_local(base._local_tensor.clone(), base.device_mesh,
-                                   base.placements, run_check=False, shape=base.shape,
-                                   stride=base.stride())
-        else:
-            t = base.clone()
-        if inp.requires_grad:
-            t.requires_grad_()
-        fresh.append(t)
-    return fresh
+    return [fresh_copy(base, inp.requires_grad) for inp, base in zip(case.inputs, bases)]
 
 
 def _run(case: Case, bases: list[torch.Tensor]) -> Outcome:

@@ -34,9 +34,10 @@ from typing import Any
 
 import pytest
 import torch
-from torch.distributed.tensor import Partial, Replicate, Shard, distribute_tensor
+from torch.distributed.tensor import Partial, Replicate, Shard
 
 import torchshard
+from dtensor_cases import seeded_dtensor
 from dtensor_compare import assert_same_result
 
 pytestmark = pytest.mark.usefixtures("fresh_torchshard")
@@ -74,23 +75,17 @@ SMALL_CAPACITY = 6
 SCALARS = (0.5, -2.0, 3.0)
 
 
-def _tensor(mesh, shape, placements, seed, requires_grad=False):
-    gen = torch.Generator().manual_seed(seed)
-    t = distribute_tensor(torch.randn(*shape, generator=gen), mesh, list(placements))
-    return t.requires_grad_() if requires_grad else t
-
-
 def _inputs(mesh_1d, mesh_2d) -> dict[str, Any]:
     with torchshard.disabled():
         return {
-            "x": _tensor(mesh_1d, (8, 8), [Shard(0)], 1),
-            "y": _tensor(mesh_1d, (8, 8), [Shard(0)], 2),
-            "z": _tensor(mesh_1d, (8, 8), [Shard(1)], 3),
-            "w": _tensor(mesh_1d, (8, 4), [Replicate()], 4),
-            "p": _tensor(mesh_1d, (8, 8), [Partial()], 5),
-            "g": _tensor(mesh_1d, (8, 8), [Shard(0)], 6, requires_grad=True),
-            "u": _tensor(mesh_2d, (7, 5), [Shard(0), Replicate()], 7),
-            "bad": _tensor(mesh_1d, (5, 3), [Replicate()], 8),
+            "x": seeded_dtensor(mesh_1d, (8, 8), [Shard(0)], seed=1),
+            "y": seeded_dtensor(mesh_1d, (8, 8), [Shard(0)], seed=2),
+            "z": seeded_dtensor(mesh_1d, (8, 8), [Shard(1)], seed=3),
+            "w": seeded_dtensor(mesh_1d, (8, 4), [Replicate()], seed=4),
+            "p": seeded_dtensor(mesh_1d, (8, 8), [Partial()], seed=5),
+            "g": seeded_dtensor(mesh_1d, (8, 8), [Shard(0)], seed=6).requires_grad_(),
+            "u": seeded_dtensor(mesh_2d, (7, 5), [Shard(0), Replicate()], seed=7),
+            "bad": seeded_dtensor(mesh_1d, (5, 3), [Replicate()], seed=8),
         }
 
 
@@ -249,7 +244,7 @@ def run_stress(mesh_1d, mesh_2d, ops_per_worker: int, deadline_s: float,
 
 def _check_cache_still_works(mesh_1d):
     """After the storm, one thread's cache behaves as if nothing happened."""
-    x = _tensor(mesh_1d, (8, 8), [Shard(0)], 21)
+    x = seeded_dtensor(mesh_1d, (8, 8), [Shard(0)], seed=21)
     with torchshard.disabled():
         expected = x * 2.0
     torchshard.clear_cache()

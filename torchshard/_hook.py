@@ -52,7 +52,7 @@ def _strategy_ops() -> list[OpOverload]:
 # The strategy every pointwise op gets from stock's _register_single_dim_pointwise
 # (torch/distributed/tensor/_ops/_pointwise_ops.py). It reads tensor metadata only,
 # never a Python number's value, so such ops key numbers by kind (see
-# csrc/python/key_builder.h). Ops with a shape adjuster are left out: those read values.
+# csrc/python/cache/key_builder.h). Ops with a shape adjuster are left out: those read values.
 _POINTWISE_STRATEGY = (
     "torch.distributed.tensor._ops._pointwise_ops",
     "_register_single_dim_pointwise.<locals>.strategy_fn",

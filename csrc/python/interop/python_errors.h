@@ -26,7 +26,9 @@ auto catch_python_errors(Body&& body) -> decltype(body()) {
     return body();
   } catch (py::error_already_set& error) {
     error.restore();
-  } catch (...) {
+  } catch (const std::exception&) {
+    // Only std::exceptions: a forced unwind (pthread_exit, thread
+    // cancellation) must pass through untouched.
     torch::translate_exception_to_python(std::current_exception());
   }
   return Failure::python_error();

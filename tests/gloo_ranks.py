@@ -4,19 +4,23 @@ Shared by the multi-process tests (``test_parity_values.py``, ``test_workloads.p
 ``test_opinfo_gloo.py``).
 Ranks rendezvous through a file (no ports); each gets ``OMP_NUM_THREADS=1`` (several
 ranks share a small machine) and an environment without ``TORCHSHARD_DISABLE``.
+In the worker, ``gloo_group`` holds the rank's default process group for a block.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from datetime import timedelta
 from typing import Any
 
+import torch.distributed as dist
 import torch.multiprocessing as mp
 
-__all__ = ["run_ranks", "run_ranks_with_rendezvous"]
+__all__ = ["gloo_group", "run_ranks", "run_ranks_with_rendezvous"]
 
 
 def run_ranks(worker: Callable[..., None], args: tuple[Any, ...], world: int, timeout_s: float) -> None:
@@ -55,3 +59,15 @@ def run_ranks_with_rendezvous(worker: Callable[..., None], world: int, timeout_s
     with tempfile.TemporaryDirectory() as tmp:
         init_method = "file://" + os.path.join(tmp, "rendezvous")
         run_ranks(worker, (init_method, tests_dir), world, timeout_s)
+
+
+@contextlib.contextmanager
+def gloo_group(init_method: str, rank: int, world: int, timeout_s: float) -> Iterator[None]:
+    """In a worker: this rank's default gloo process group for the block, destroyed after
+    it (also when the block raises)."""
+    dist.init_process_group("gloo", init_method=init_method, rank=rank, world_size=world,
+                            timeout=timedelta(seconds=timeout_s))
+    try:
+        yield
+    finally:
+        dist.destroy_process_group()

@@ -13,11 +13,10 @@ served calls natively.
 from __future__ import annotations
 
 import sys
-from datetime import timedelta
 
 import pytest
 
-from gloo_ranks import run_ranks_with_rendezvous
+from gloo_ranks import gloo_group, run_ranks_with_rendezvous
 
 WORLD_SIZE = 4
 OPS_IN_SUBSET = 30
@@ -27,12 +26,9 @@ TIMEOUT_S = 400
 
 def _worker(rank: int, init_method: str, tests_dir: str) -> None:
     sys.path.insert(0, tests_dir)
-    import torch.distributed as dist
     from torch.distributed.device_mesh import init_device_mesh
 
-    dist.init_process_group("gloo", init_method=init_method, rank=rank, world_size=WORLD_SIZE,
-                            timeout=timedelta(seconds=60))
-    try:
+    with gloo_group(init_method, rank, WORLD_SIZE, timeout_s=60):
         import torchshard
         from opinfo_cases import assert_same_case, case_plan, op_id, reproducible_ops, run_side
 
@@ -53,8 +49,6 @@ def _worker(rank: int, init_method: str, tests_dir: str) -> None:
                     failures.append(f"{op_id(op)} {case.placements}: {exc}")
         assert not failures, f"{len(failures)} of {cases} cases differ on rank {rank}; first:\n{failures[0]}"
         assert torchshard.stats()["native_calls"] > 0, torchshard.stats()
-    finally:
-        dist.destroy_process_group()
 
 
 @pytest.mark.multiprocess

@@ -16,12 +16,11 @@ from __future__ import annotations
 
 import sys
 import traceback
-from datetime import timedelta
 from typing import Any
 
 import pytest
 import torch
-from gloo_ranks import run_ranks_with_rendezvous
+from gloo_ranks import gloo_group, run_ranks_with_rendezvous
 
 WORLD_SIZE = 4
 OP_NAMES = (
@@ -53,14 +52,9 @@ def _full(value: Any) -> Any:
 
 def _worker(rank: int, init_method: str, tests_dir: str) -> None:
     sys.path.insert(0, tests_dir)
-    import torch.distributed as dist
     from torch.distributed.device_mesh import init_device_mesh
 
-    dist.init_process_group(
-        "gloo", init_method=init_method, rank=rank, world_size=WORLD_SIZE,
-        timeout=timedelta(seconds=45),
-    )
-    try:
+    with gloo_group(init_method, rank, WORLD_SIZE, timeout_s=45):
         from differential import run_side
         from dtensor_compare import assert_same_result
         from test_parity import OPS, _case_id, _placement_combos, parity_inputs
@@ -108,8 +102,6 @@ def _worker(rank: int, init_method: str, tests_dir: str) -> None:
             raise AssertionError(
                 f"{len(failures)} of {cases} cases differ on rank {rank}; first:\n{failures[0]}"
             )
-    finally:
-        dist.destroy_process_group()
 
 
 @pytest.mark.multiprocess

@@ -29,8 +29,12 @@ __all__ = [
     "enabled_ops",
     "explain",
     "is_enabled",
+    "decision_verification",
     "reset_stats",
     "set_cache_capacity",
+    "set_decision_verification",
+    "set_shape_generic",
+    "shape_generic",
     "stats",
 ]
 
@@ -38,9 +42,12 @@ __all__ = [
 def stats() -> dict[str, Any]:
     """Dispatch counters: totals over all threads (ended ones included), and per live thread.
 
-    Keys: ``calls``, ``hits``, ``misses``, ``native_calls``, ``declined``, ``declines`` (count per
-    reason), ``evictions``, ``entries``, ``capacity``, and ``threads`` (thread ident ->
-    the same counters for that thread).
+    Keys: ``calls``; ``hits`` (exact cache hits), ``decision_hits`` (new shapes served by a
+    shape-generic decision, no propagation) and ``misses`` (stock's propagation ran), with
+    ``miss_reasons`` (count per reason); ``native_calls``, ``declined``, ``declines`` (count
+    per reason); ``entries`` and ``evictions`` of the exact caches, ``decisions`` and
+    ``decision_evictions`` of the decision stores; ``capacity``; and ``threads`` (thread
+    ident -> the same counters for that thread).
     """
     return _C.stats()
 
@@ -66,10 +73,34 @@ def set_cache_capacity(capacity: int) -> None:
     _C.set_cache_capacity(capacity)
 
 
+def shape_generic() -> bool:
+    """Whether a call with a new shape may reuse another shape's sharding decision."""
+    return _C.shape_generic_decisions_enabled()
+
+
+def set_shape_generic(enabled: bool) -> None:
+    """Turn shape-generic decisions on or off (off: a new shape always runs stock's
+    propagation, as with TORCHSHARD_SHAPE_GENERIC=0)."""
+    _C.set_shape_generic_decisions_enabled(bool(enabled))
+
+
+def decision_verification() -> str:
+    return _C.decision_verification()
+
+
+def set_decision_verification(policy: str) -> None:
+    """When a reused decision is checked against stock's propagation: ``"first"`` (its
+    first reuse on a new shape), ``"always"`` or ``"never"``
+    (TORCHSHARD_VERIFY_DECISIONS)."""
+    _C.set_decision_verification(policy)
+
+
 def _initialize() -> None:
     config = _config.from_environment()
     if config.cache_capacity is not None:
         _C.set_cache_capacity(config.cache_capacity)
+    _C.set_shape_generic_decisions_enabled(config.shape_generic)
+    _C.set_decision_verification(config.verify_decisions)
     # Caches hold Python objects: release them while the interpreter is whole.
     atexit.register(_C.shutdown)
     if not config.disabled:

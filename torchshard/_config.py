@@ -4,6 +4,10 @@ TORCHSHARD_DISABLE=1          ``import torchshard`` does not enable the fast pat
 TORCHSHARD_CACHE_CAPACITY=N   entries per thread cache (default 16384; 0 sends every
                               call to stock DTensor). When a cache is full, the next
                               insert empties it first ("flush when full").
+TORCHSHARD_SHAPE_GENERIC=0    exact keys only: a new shape always runs stock's propagation.
+TORCHSHARD_VERIFY_DECISIONS=P when a decision reused for a new shape is checked against
+                              stock's propagation: ``first`` (default: its first reuse),
+                              ``always`` (every reuse) or ``never``.
 """
 
 from __future__ import annotations
@@ -18,6 +22,20 @@ _TRUE = {"1", "true", "yes", "on"}
 class Config:
     disabled: bool
     cache_capacity: int | None  # None: the native default
+    shape_generic: bool = True
+    verify_decisions: str = "first"
+
+
+_VERIFY_POLICIES = ("first", "always", "never")
+
+
+def _parse_verify(raw: str | None) -> str:
+    policy = (raw or "first").strip().lower() or "first"
+    if policy not in _VERIFY_POLICIES:
+        raise ValueError(
+            f"TORCHSHARD_VERIFY_DECISIONS must be one of {', '.join(_VERIFY_POLICIES)}, got {raw!r}"
+        )
+    return policy
 
 
 def _parse_capacity(raw: str | None) -> int | None:
@@ -38,4 +56,7 @@ def from_environment() -> Config:
     return Config(
         disabled=os.environ.get("TORCHSHARD_DISABLE", "").strip().lower() in _TRUE,
         cache_capacity=_parse_capacity(os.environ.get("TORCHSHARD_CACHE_CAPACITY")),
+        shape_generic=os.environ.get("TORCHSHARD_SHAPE_GENERIC", "1").strip().lower()
+        not in {"0", "false", "no", "off"},
+        verify_decisions=_parse_verify(os.environ.get("TORCHSHARD_VERIFY_DECISIONS")),
     )

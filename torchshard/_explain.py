@@ -1,8 +1,10 @@
 """``torchshard.explain()``: which DTensor ops a block ran, and how torchshard served them.
 
 Per op it reports the calls that reached torchshard's rule, how many were served
-natively, cache hits and misses, and every decline to stock DTensor by reason
-(the reasons are listed in docs/design.md). Recording is process-wide (all threads)
+natively, and how each call found its sharding: an exact cache hit, a decision hit
+(a new shape served by a shape-generic decision, no propagation), or a miss (stock's
+propagation ran; counted by reason). It also lists every decline to stock DTensor by
+reason. Both lists of reasons are in docs/design.md. Recording is process-wide (all threads)
 and costs nothing outside an explain block.
 """
 
@@ -28,7 +30,9 @@ class OpReport:
     native_calls: int
     hits: int
     misses: int
+    decision_hits: int = 0
     declines: dict[str, int] = field(default_factory=dict)
+    miss_reasons: dict[str, int] = field(default_factory=dict)
 
     @property
     def declined(self) -> int:
@@ -75,7 +79,9 @@ class ExplainReport:
                     "calls": op.calls,
                     "native_calls": op.native_calls,
                     "hits": op.hits,
+                    "decision_hits": op.decision_hits,
                     "misses": op.misses,
+                    "miss_reasons": dict(op.miss_reasons),
                     "declines": dict(op.declines),
                 }
                 for op in self.ops
@@ -83,16 +89,19 @@ class ExplainReport:
         }
 
     def table(self) -> str:
-        header = ("op", "calls", "native", "hits", "misses", "declined", "decline reasons")
+        header = ("op", "calls", "native", "hits", "decision hits", "misses", "declined",
+                  "miss and decline reasons")
         rows = [
             (
                 op.op,
                 str(op.calls),
                 str(op.native_calls),
                 str(op.hits),
+                str(op.decision_hits),
                 str(op.misses),
                 str(op.declined),
-                ", ".join(f"{reason}={n}" for reason, n in sorted(op.declines.items())),
+                ", ".join(f"{reason}={n}" for reason, n in
+                          sorted({**op.miss_reasons, **op.declines}.items())),
             )
             for op in self.ops
         ]
@@ -102,6 +111,7 @@ class ExplainReport:
                 str(self.calls),
                 str(self.native_calls),
                 str(sum(op.hits for op in self.ops)),
+                str(sum(op.decision_hits for op in self.ops)),
                 str(sum(op.misses for op in self.ops)),
                 str(sum(op.declined for op in self.ops)),
                 f"native {100 * self.native_fraction:.1f}%",
@@ -126,17 +136,20 @@ def _difference(after: dict[str, dict], before: dict[str, dict]) -> list[OpRepor
     reports = []
     for op, now in after.items():
         then = before.get(op, {})
-        declines = {
-            reason: count - then.get("declines", {}).get(reason, 0)
-            for reason, count in now["declines"].items()
-        }
+        def counts(name: str) -> dict[str, int]:
+            earlier = then.get(name, {})
+            return {reason: n - earlier.get(reason, 0) for reason, n in now[name].items()
+                    if n - earlier.get(reason, 0)}
+
         report = OpReport(
             op=op,
             calls=now["calls"] - then.get("calls", 0),
             native_calls=now["native_calls"] - then.get("native_calls", 0),
             hits=now["hits"] - then.get("hits", 0),
             misses=now["misses"] - then.get("misses", 0),
-            declines={reason: count for reason, count in declines.items() if count},
+            decision_hits=now["decision_hits"] - then.get("decision_hits", 0),
+            declines=counts("declines"),
+            miss_reasons=counts("miss_reasons"),
         )
         if report.calls:
             reports.append(report)

@@ -19,6 +19,7 @@ from torch._library import simple_registry
 from torch._ops import OpOverload
 from torch.distributed.tensor import DTensor
 
+from torchshard._families import is_shape_generic
 from torchshard._native import _C
 
 log = logging.getLogger("torchshard")
@@ -95,12 +96,14 @@ def _rule_for(op: OpOverload):
         info = propagator.op_to_schema_info.get(op) or (
             propagator.op_to_schema_info_for_single_dim_strategy.get(op)
         )
+        pointwise = _has_value_blind_strategy(op)
         rule = _C.make_rule(
             op,
             static_argnum=_keyed_from(op, info.static_argnum if info is not None else 100),
-            value_blind_scalars=_has_value_blind_strategy(op),
+            value_blind_scalars=pointwise,
             is_random=op in dispatcher._random_ops,
             has_custom_handler=op in dispatcher._custom_op_handlers,
+            shape_generic=is_shape_generic(op, pointwise),
         )
         _rules[op] = rule
     return rule

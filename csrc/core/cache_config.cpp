@@ -5,6 +5,8 @@
 namespace torchshard {
 namespace {
 std::atomic<size_t> configured_capacity{kDefaultCacheCapacity};
+std::atomic<bool> decisions_enabled{true};
+std::atomic<DecisionVerification> verification{DecisionVerification::kFirst};
 } // namespace
 
 size_t cache_capacity() {
@@ -13,6 +15,22 @@ size_t cache_capacity() {
 
 void set_cache_capacity(size_t capacity) {
   configured_capacity.store(capacity, std::memory_order_relaxed);
+}
+
+bool shape_generic_decisions_enabled() {
+  return decisions_enabled.load(std::memory_order_relaxed);
+}
+
+void set_shape_generic_decisions_enabled(bool enabled) {
+  decisions_enabled.store(enabled, std::memory_order_relaxed);
+}
+
+DecisionVerification decision_verification() {
+  return verification.load(std::memory_order_relaxed);
+}
+
+void set_decision_verification(DecisionVerification policy) {
+  verification.store(policy, std::memory_order_relaxed);
 }
 
 } // namespace torchshard

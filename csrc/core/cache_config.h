@@ -1,8 +1,10 @@
 // Process-wide cache settings. torchshard/_config.py reads the environment
-// (TORCHSHARD_CACHE_CAPACITY) and sets them; C++ never reads the environment.
+// (TORCHSHARD_CACHE_CAPACITY, TORCHSHARD_SHAPE_GENERIC,
+// TORCHSHARD_VERIFY_DECISIONS) and sets them; C++ never reads the environment.
 #pragma once
 
 #include <cstddef>
+#include <cstdint>
 
 namespace torchshard {
 
@@ -13,5 +15,18 @@ inline constexpr size_t kDefaultCacheCapacity = 16384;
 
 size_t cache_capacity();
 void set_cache_capacity(size_t capacity);
+
+// Whether an exact miss may reuse a shape-generic decision
+// (csrc/python/miss/shape_generic_miss.h). On by default.
+bool shape_generic_decisions_enabled();
+void set_shape_generic_decisions_enabled(bool enabled);
+
+// When a reused decision is checked against stock's own propagation:
+//  kFirst: the first time it is reused (the default); trusted once it agreed;
+//  kAlways: every reuse (tests, debugging); a reuse then costs a full miss;
+//  kNever: never (the caller vouches for the decision keys).
+enum class DecisionVerification : uint8_t { kFirst, kAlways, kNever };
+DecisionVerification decision_verification();
+void set_decision_verification(DecisionVerification policy);
 
 } // namespace torchshard

@@ -40,6 +40,9 @@ enum class KeyTag : uint64_t {
   kKwarg,             // + schema argument index; the value follows
   kPlainTensor,       // + dtype, + ndim; then sizes and strides
   kNumberKind,        // + kind (bool/int/float), value not keyed
+  // Decision keys only (csrc/python/cache/decision_key.h):
+  kDTensorClass,      // + layout id, + dtype, + ndim; then ndim size classes and 3 stride-class words
+  kDimRef,            // + ordinal of an earlier DTensor argument, + its dim: a size equal to it
 };
 
 using SpecHandle = const void*;

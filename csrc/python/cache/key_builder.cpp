@@ -1,5 +1,6 @@
 #include "csrc/python/cache/key_builder.h"
 
+#include "csrc/python/cache/decision_key.h"
 #include "csrc/python/interop/py_refs.h"
 #include "csrc/python/interop/spec_equality.h"
 
@@ -22,15 +23,44 @@ enum class EnumKind : uint64_t { kDtype = 1, kLayout, kMemoryFormat, kDevice };
 // all type promotion reads from a number, so it is all a value-blind op keys.
 enum class NumberKind : uint64_t { kBool = 1, kInt, kFloat };
 
+// Builds an exact key, or with a DecisionKeyEncoder a decision key: the same
+// traversal, with DTensors and sizes encoded by class (decision_key.h).
 class KeyBuilder {
  public:
-  KeyBuilder(OpKey& key, bool value_blind_scalars) : key_(key), value_blind_scalars_(value_blind_scalars) {}
+  KeyBuilder(OpKey& key, bool value_blind_scalars, DecisionKeyEncoder* decision)
+      : key_(key), value_blind_scalars_(value_blind_scalars), decision_(decision) {}
+
+  // A size argument of a decision key: ints relative to the inputs' sizes.
+  Status add_size_argument(PyObject* value) {
+    if (PyLong_CheckExact(value)) {
+      return add_size(value);
+    }
+    if (value == Py_None) {
+      key_.add(KeyTag::kNone);
+      return success();
+    }
+    if (PyList_Check(value) || PyTuple_Check(value)) {
+      const Py_ssize_t length = PySequence_Fast_GET_SIZE(value);
+      key_.add(KeyTag::kList, static_cast<uint64_t>(length));
+      for (Py_ssize_t i = 0; i < length; ++i) {
+        PyObject* item = PySequence_Fast_ITEMS(value)[i];
+        if (!PyLong_CheckExact(item)) {
+          return Failure::decline(DeclineReason::kUnsupportedArg);
+        }
+        if (Status added = add_size(item); !added) {
+          return added;
+        }
+      }
+      return success();
+    }
+    return Failure::decline(DeclineReason::kUnsupportedArg);  // SymInts and the like
+  }
 
   Status add_argument(PyObject* value, bool keyed_if_scalar) {
     const PyRefs& refs = py_refs();
     PyTypeObject* type = Py_TYPE(value);
     if (type == refs.dtensor_type) {
-      return add_dtensor(value);
+      return decision_ ? decision_->add_dtensor(key_, value) : add_dtensor(value);
     }
     if (value == Py_None) {
       key_.add(KeyTag::kNone);
@@ -40,7 +70,8 @@ class KeyBuilder {
       return Failure::decline(DeclineReason::kDTensorSubclassArg);
     }
     if (THPVariable_Check(value)) {
-      return add_plain_tensor(value);
+      // Stock replicates it by its shape; no decision covers that.
+      return decision_ ? Failure::decline(DeclineReason::kPlainTensorArg) : add_plain_tensor(value);
     }
     if (type == &PyList_Type || type == &PyTuple_Type || PyTuple_Check(value)) {
       return add_sequence(value, keyed_if_scalar);
@@ -61,6 +92,16 @@ class KeyBuilder {
   }
 
  private:
+  Status add_size(PyObject* value) {
+    int overflow = 0;
+    const long long size = PyLong_AsLongLongAndOverflow(value, &overflow);
+    if (overflow != 0) {
+      return Failure::decline(DeclineReason::kUnsupportedArg);
+    }
+    decision_->add_size(key_, size);
+    return success();
+  }
+
   static std::optional<NumberKind> number_kind(PyTypeObject* type) {
     if (type == &PyBool_Type) {
       return NumberKind::kBool;
@@ -182,17 +223,28 @@ class KeyBuilder {
 
   OpKey& key_;
   const bool value_blind_scalars_;
+  DecisionKeyEncoder* decision_;
 };
 
-} // namespace
+Status add_keyed_argument(const OpDescriptor& op, KeyBuilder& builder, bool decision_key,
+                          size_t index, PyObject* value, bool keyed) {
+  if (decision_key && keyed && op.is_size_argument(index)) {
+    return builder.add_size_argument(value);
+  }
+  return builder.add_argument(value, keyed);
+}
 
-Status build_op_key(const OpDescriptor& op, PyObject* args,
-                                          PyObject* kwargs, OpKey& key) {
+Status build_key(const OpDescriptor& op, PyObject* args, PyObject* kwargs, OpKey& key,
+                 DecisionKeyEncoder* decision) {
   const Py_ssize_t positional_count = PyTuple_GET_SIZE(args);
   key.reset(op.key_id(), static_cast<uint64_t>(positional_count));
-  KeyBuilder builder(key, op.value_blind_scalars());
+  KeyBuilder builder(key, op.value_blind_scalars(), decision);
+  const bool decision_key = decision != nullptr;
   for (Py_ssize_t i = 0; i < positional_count; ++i) {
-    if (Status added = builder.add_argument(PyTuple_GET_ITEM(args, i), op.is_static_positional(i)); !added) {
+    const auto index = static_cast<size_t>(i);
+    if (Status added = add_keyed_argument(op, builder, decision_key, index, PyTuple_GET_ITEM(args, i),
+                                          op.is_static_positional(index));
+        !added) {
       return added;
     }
   }
@@ -210,13 +262,26 @@ Status build_op_key(const OpDescriptor& op, PyObject* args,
       // skips the others, so `x.sum(1, dtype=torch.float64)` and `x.sum(1)`
       // share its entry and the second gets a float64 spec for a float32
       // result. Numbers of value-blind ops (alpha=-lr) still key by kind.
-      if (Status added = builder.add_argument(value, /*keyed_if_scalar=*/true); !added) {
+      if (Status added = add_keyed_argument(op, builder, decision_key, *index, value, /*keyed=*/true);
+          !added) {
         return added;
       }
     }
   }
   key.seal();
   return success();
+}
+
+} // namespace
+
+Status build_op_key(const OpDescriptor& op, PyObject* args, PyObject* kwargs, OpKey& key) {
+  return build_key(op, args, kwargs, key, nullptr);
+}
+
+Status build_decision_key(const OpDescriptor& op, PyObject* args, PyObject* kwargs,
+                          DecisionKeyEncoder& encoder, OpKey& key) {
+  encoder.start(op.key_id());
+  return build_key(op, args, kwargs, key, &encoder);
 }
 
 } // namespace torchshard

@@ -31,4 +31,13 @@ namespace torchshard {
 TORCHSHARD_API Status build_op_key(const OpDescriptor& op, PyObject* args, PyObject* kwargs,
                                    OpKey& key);
 
+class DecisionKeyEncoder;
+
+// Fills `key` with the call's decision key (decision_key.h): the same words,
+// except that DTensors and size arguments are encoded by class. Declines
+// when the call has an argument no decision covers (a plain tensor, a
+// SymInt); the caller then propagates as for any miss.
+Status build_decision_key(const OpDescriptor& op, PyObject* args, PyObject* kwargs,
+                          DecisionKeyEncoder& encoder, OpKey& key);
+
 } // namespace torchshard

@@ -27,10 +27,22 @@ bool is_tensor_list_type(const c10::TypePtr& type) {
   return list && is_tensor_type(list->getElementType());
 }
 
+bool is_symint_type(const c10::TypePtr& type) {
+  if (type->kind() == c10::TypeKind::SymIntType) {
+    return true;
+  }
+  if (const auto* optional = type->castRaw<c10::OptionalType>()) {
+    return is_symint_type(optional->getElementType());
+  }
+  if (const auto* list = type->castRaw<c10::ListType>()) {
+    return is_symint_type(list->getElementType());
+  }
+  return false;
+}
+
 } // namespace
 
-OpDescriptor::OpDescriptor(PyObject* overload, RuntimeSchemaInfo info, bool is_random,
-                           bool has_custom_handler)
+OpDescriptor::OpDescriptor(PyObject* overload, RuntimeSchemaInfo info, OpTraits traits)
     : overload_(overload),
       handle_(find_handle(overload)),
       info_(std::move(info)),
@@ -44,8 +56,10 @@ OpDescriptor::OpDescriptor(PyObject* overload, RuntimeSchemaInfo info, bool is_r
     if (argument_names_.back() == nullptr) {
       throw py::error_already_set();
     }
+    size_arguments_.push_back(is_symint_type(arguments[i].real_type()));
   }
-  op_decline_ = classify(is_random, has_custom_handler);
+  shape_generic_ = traits.shape_generic;
+  op_decline_ = classify(traits);
 }
 
 OpDescriptor::~OpDescriptor() {
@@ -56,11 +70,11 @@ OpDescriptor::~OpDescriptor() {
   Py_DECREF(overload_);
 }
 
-std::optional<DeclineReason> OpDescriptor::classify(bool is_random, bool has_custom_handler) {
-  if (is_random) {
+std::optional<DeclineReason> OpDescriptor::classify(const OpTraits& traits) {
+  if (traits.is_random) {
     return DeclineReason::kRandomOp;
   }
-  if (has_custom_handler) {
+  if (traits.has_custom_handler) {
     return DeclineReason::kCustomHandler;
   }
   const auto& fn_schema = schema();

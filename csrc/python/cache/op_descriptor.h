@@ -39,6 +39,17 @@ struct RuntimeSchemaInfo {
   bool value_blind_scalars = false;
 };
 
+// What torchshard's Python side knows about an op from stock's registries
+// (torchshard/_hook.py).
+struct OpTraits {
+  bool is_random = false;           // in OpDispatcher._random_ops
+  bool has_custom_handler = false;  // in OpDispatcher._custom_op_handlers
+  // In a family whose stock strategy reads no more of a size than the size
+  // classes of a decision key hold (docs/design.md, "Shape-generic decisions"):
+  // an exact miss may reuse another shape's decision.
+  bool shape_generic = false;
+};
+
 enum class ReturnKind : uint8_t { kTensor, kTensorList };
 
 // How an op's results reach the caller, as stock DTensor returns them.
@@ -52,7 +63,7 @@ enum class OpKind : uint8_t {
 class OpDescriptor {
  public:
   // `overload` is the OpOverload; a strong reference is kept.
-  OpDescriptor(PyObject* overload, RuntimeSchemaInfo info, bool is_random, bool has_custom_handler);
+  OpDescriptor(PyObject* overload, RuntimeSchemaInfo info, OpTraits traits);
   ~OpDescriptor();
   OpDescriptor(const OpDescriptor&) = delete;
   OpDescriptor& operator=(const OpDescriptor&) = delete;
@@ -74,6 +85,11 @@ class OpDescriptor {
   // wrapper's sizes, which stock fixes through return_and_correct_aliasing.
   bool is_inplace_view() const { return is_inplace_view_; }
   bool value_blind_scalars() const { return info_.value_blind_scalars; }
+  bool shape_generic() const { return shape_generic_; }
+  // Schema argument `index` is a size (SymInt, SymInt?, SymInt[]): the value
+  // of a view's shape or a split's size follows the input's shape, so a
+  // decision key encodes it relative to the input's sizes.
+  bool is_size_argument(size_t index) const { return size_arguments_[index]; }
 
   bool is_static_positional(size_t index) const {
     return static_cast<int64_t>(index) >= info_.static_argnum;
@@ -97,7 +113,7 @@ class OpDescriptor {
   const std::vector<size_t>& out_arguments() const { return out_arguments_; }
 
  private:
-  std::optional<DeclineReason> classify(bool is_random, bool has_custom_handler);
+  std::optional<DeclineReason> classify(const OpTraits& traits);
   std::optional<DeclineReason> classify_returns();
   std::optional<DeclineReason> classify_view_sources();
 
@@ -106,12 +122,14 @@ class OpDescriptor {
   RuntimeSchemaInfo info_;
   uint64_t key_id_;
   std::vector<PyObject*> argument_names_;
+  std::vector<bool> size_arguments_;
   std::vector<ReturnKind> returns_;
   std::vector<std::optional<size_t>> view_sources_;
   std::vector<size_t> out_arguments_;
   OpKind kind_ = OpKind::kFunctional;
   bool is_inplace_view_ = false;
   bool writes_arguments_ = false;
+  bool shape_generic_ = false;
   std::optional<DeclineReason> op_decline_;
 };
 

@@ -98,11 +98,15 @@ void ThreadCacheRegistry::retire(ThreadCache* cache) {
 
 void ThreadCacheRegistry::release_all_entries() {
   std::vector<BoundedCache<CacheEntryPtr>::Map> doomed;
+  std::vector<DecisionStore::Contents> doomed_decisions;
   {
     std::lock_guard<std::mutex> lock(mutex_);
     doomed.reserve(live_.size());
+    doomed_decisions.reserve(live_.size());
     for (ThreadCache* cache : live_) {
       doomed.push_back(cache->take_entries_or_defer());
+      // No lookup of a decision runs Python, so none can be in progress here.
+      doomed_decisions.push_back(cache->decisions_.take_all());
     }
   }
   // Destroyed here, outside the mutex, with the GIL held.
@@ -117,7 +121,8 @@ CacheStatsSnapshot ThreadCacheRegistry::snapshot() {
   result.retired.declines[static_cast<size_t>(DeclineReason::kNoThreadCache)] += uncached;
   result.threads.reserve(live_.size());
   for (const ThreadCache* cache : live_) {
-    result.threads.push_back({cache->thread_ident_, cache->cache_.size(), cache->counters_});
+    result.threads.push_back(
+        {cache->thread_ident_, cache->cache_.size(), cache->decisions_.size(), cache->counters_});
   }
   return result;
 }
@@ -191,6 +196,13 @@ Status ThreadCache::insert(const OpKey& key, CacheEntryPtr entry) {
     return Failure::python_error();
   }
   return success();
+}
+
+void ThreadCache::insert_decision(const OpKey& key, DecisionPtr decision) {
+  if (ThreadCacheRegistry::instance().shut_down.load(std::memory_order_acquire)) {
+    return;
+  }
+  counters_.decision_evictions += decisions_.insert(key, std::move(decision), cache_capacity());
 }
 
 CacheStatsSnapshot snapshot_cache_stats() {

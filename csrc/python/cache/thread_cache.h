@@ -31,6 +31,7 @@
 #include "csrc/core/op_key.h"
 #include "csrc/core/outcome.h"
 #include "csrc/python/cache/cache_entry.h"
+#include "csrc/python/cache/decision_store.h"
 
 #include <vector>
 
@@ -51,6 +52,13 @@ class TORCHSHARD_API ThreadCache {
   // the eviction policy); a no-op once shutdown has begun.
   Status insert(const OpKey& key, CacheEntryPtr entry);
 
+  // This thread's shape-generic decisions (decision_store.h); cleared with
+  // the entries.
+  DecisionStore& decisions() { return decisions_; }
+  // Stores a decision under the configured capacity; a no-op once shutdown
+  // has begun.
+  void insert_decision(const OpKey& key, DecisionPtr decision);
+
   DispatchCounters& counters() { return counters_; }
   // Scratch key reused by every call on this thread, so building a key does
   // not allocate in steady state.
@@ -67,6 +75,7 @@ class TORCHSHARD_API ThreadCache {
   BoundedCache<CacheEntryPtr>::Map take_entries_or_defer();
 
   BoundedCache<CacheEntryPtr> cache_;
+  DecisionStore decisions_;
   bool inside_map_ = false;
   bool clear_requested_ = false;
   DispatchCounters counters_;
@@ -77,6 +86,7 @@ class TORCHSHARD_API ThreadCache {
 struct ThreadCacheSnapshot {
   unsigned long thread_ident = 0;
   size_t entries = 0;
+  size_t decisions = 0;
   DispatchCounters counters;
 };
 

@@ -8,7 +8,7 @@
 #include "csrc/python/hit/local_call.h"
 #include "csrc/python/hit/mutated_result.h"
 #include "csrc/python/hit/redistribution.h"
-#include "csrc/python/miss/sharding_propagation.h"
+#include "csrc/python/miss/shape_generic_miss.h"
 
 #include <ATen/PythonTorchFunctionTLS.h>
 #include <c10/core/impl/TorchDispatchModeTLS.h>
@@ -77,7 +77,7 @@ Outcome<CacheEntryPtr> find_or_propagate(const OpDescriptor& op, ThreadCache& ca
   // The miss path runs Python, which may re-enter dispatch on this thread
   // and reuse the probe key: keep a copy for the insert.
   const OpKey miss_key = key;
-  Outcome<CacheEntryPtr> made = propagate_on_miss(op, miss_key, func, args, kwargs);
+  Outcome<CacheEntryPtr> made = resolve_miss(op, cache, miss_key, func, args, kwargs, outcome);
   if (!made) {
     return made;
   }
@@ -134,7 +134,7 @@ PyObject* dispatch_and_record(const OpDescriptor& op, PyObject* func, PyObject* 
   if (cache == nullptr) {
     ThreadCache::count_decline_without_cache();
     if (op_tallies_enabled()) {
-      record_op_call(op, CallOutcome{CallOutcome::Lookup::kNone, DeclineReason::kNoThreadCache, false});
+      record_op_call(op, CallOutcome{CallOutcome::Lookup::kNone, DeclineReason::kNoThreadCache, false, std::nullopt});
     }
     Py_RETURN_NOTIMPLEMENTED;
   }

@@ -66,10 +66,12 @@ bool init_py_refs() {
   loaded.dtensor_type = import_type("torch.distributed.tensor", "DTensor");
   loaded.dtensor_spec_type = import_type("torch.distributed.tensor._dtensor_spec", "DTensorSpec");
   loaded.output_sharding_type = import_type("torch.distributed.tensor._op_schema", "OutputSharding");
+  loaded.tensor_meta_type = import_attr("torch.distributed.tensor._dtensor_spec", "TensorMeta");
   loaded.symint_type = import_type("torch", "SymInt");
   loaded.symfloat_type = import_type("torch", "SymFloat");
   loaded.symbool_type = import_type("torch", "SymBool");
   if (!loaded.dtensor_type || !loaded.dtensor_spec_type || !loaded.output_sharding_type ||
+      !loaded.tensor_meta_type ||
       !loaded.symint_type || !loaded.symfloat_type || !loaded.symbool_type) {
     return false;
   }
@@ -101,6 +103,7 @@ bool init_py_refs() {
   const bool interned = intern(&loaded.str_hash, "_hash") && intern(&loaded.str_mesh, "mesh") &&
       intern(&loaded.str_placements, "placements") &&
       intern(&loaded.str_shard_order, "shard_order") &&
+      intern(&loaded.str_use_strided_shard, "use_strided_shard_as_shard_order") &&
       intern(&loaded.str_tensor_meta, "tensor_meta") && intern(&loaded.str_shape, "shape") &&
       intern(&loaded.str_stride, "stride") && intern(&loaded.str_dtype, "dtype") &&
       intern(&loaded.str_output_spec, "output_spec") &&

@@ -17,6 +17,7 @@ namespace torchshard {
 struct PyRefs {
   PyTypeObject* dtensor_type = nullptr;
   PyTypeObject* dtensor_spec_type = nullptr;
+  PyObject* tensor_meta_type = nullptr;  // _dtensor_spec.TensorMeta (a NamedTuple)
   PyTypeObject* output_sharding_type = nullptr;
   PyTypeObject* symint_type = nullptr;
   PyTypeObject* symfloat_type = nullptr;
@@ -39,6 +40,7 @@ struct PyRefs {
   PyObject* str_mesh = nullptr;
   PyObject* str_placements = nullptr;
   PyObject* str_shard_order = nullptr;
+  PyObject* str_use_strided_shard = nullptr;  // "use_strided_shard_as_shard_order"
   PyObject* str_tensor_meta = nullptr;
   PyObject* str_shape = nullptr;
   PyObject* str_stride = nullptr;

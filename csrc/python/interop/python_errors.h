@@ -34,4 +34,17 @@ auto catch_python_errors(Body&& body) -> decltype(body()) {
   return Failure::python_error();
 }
 
+// For Python code a key runs (DTensorSpec.__hash__, DeviceMesh.__eq__): an
+// Exception is the call's, and clears (the call declines and stock, running
+// the same code, raises its own); anything else (KeyboardInterrupt or
+// SystemExit from a signal handler) arrives only once and stays set for the
+// rule to raise. Whether the error is still set after.
+inline bool clear_unless_interrupt() {
+  if (PyErr_ExceptionMatches(PyExc_Exception)) {
+    PyErr_Clear();
+    return false;
+  }
+  return true;
+}
+
 } // namespace torchshard

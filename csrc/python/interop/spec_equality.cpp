@@ -1,6 +1,7 @@
 #include "csrc/python/interop/spec_equality.h"
 
 #include "csrc/python/interop/py_refs.h"
+#include "csrc/python/interop/python_errors.h"
 
 namespace torchshard {
 namespace {
@@ -66,17 +67,16 @@ int structurally_equal(PyObject* lhs, PyObject* rhs) {
   return tensor_meta_equal(lhs, rhs);
 }
 
-// See the header: Exceptions are the call's to decline on, anything else (an
-// interrupt) must reach the caller. Whether the error is still set after.
-bool clear_unless_interrupt() {
-  if (PyErr_ExceptionMatches(PyExc_Exception)) {
-    PyErr_Clear();
-    return false;
-  }
-  return true;
-}
-
 } // namespace
+
+std::vector<py::object> key_spec_objects(const OpKey& key) {
+  std::vector<py::object> specs;
+  specs.reserve(key.specs().size());
+  for (const SpecHandle spec : key.specs()) {
+    specs.push_back(py::reinterpret_borrow<py::object>(spec_object(spec)));
+  }
+  return specs;
+}
 
 Outcome<uint64_t> spec_structural_hash(PyObject* spec) {
   const auto failed = [] {

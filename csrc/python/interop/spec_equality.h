@@ -15,8 +15,10 @@
 #include "csrc/core/outcome.h"
 
 #include <Python.h>
+#include <torch/csrc/utils/pybind.h>
 
 #include <cstdint>
+#include <vector>
 
 namespace torchshard {
 
@@ -35,6 +37,10 @@ inline PyObject* spec_object(SpecHandle handle) {
 inline SpecHandle spec_handle(PyObject* spec) {
   return spec;
 }
+
+// Strong references to the specs a key points at, for the entry that keeps
+// them alive (cache_entry.h).
+std::vector<py::object> key_spec_objects(const OpKey& key);
 
 // The spec's hash: its cached `_hash` field, computed through hash(spec) the
 // first time only. Declines (kSymbolicArg) if it cannot be hashed, e.g. a spec

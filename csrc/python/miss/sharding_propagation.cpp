@@ -56,10 +56,7 @@ Outcome<CacheEntryPtr> propagate(const OpDescriptor& op, const OpKey& key, PyObj
   py::handle func_object(func);
   py::handle args_tuple(args);
   py::object kwargs_dict = kwargs ? py::reinterpret_borrow<py::object>(kwargs) : py::dict();
-  std::vector<py::object> key_specs;
-  for (const SpecHandle spec : key.specs()) {
-    key_specs.push_back(py::reinterpret_borrow<py::object>(spec_object(spec)));
-  }
+  std::vector<py::object> key_specs = key_spec_objects(key);
   StockDecision decision;
   decision.op_info = dispatcher.attr(refs.str_unwrap_to_op_info)(func_object, args_tuple, kwargs_dict);
   // try_cache=False, as the built-in path passes after a miss of its own

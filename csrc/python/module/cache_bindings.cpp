@@ -1,6 +1,7 @@
 #include "csrc/python/module/cache_bindings.h"
 
 #include "csrc/core/cache_config.h"
+#include "csrc/core/decision_miss.h"
 #include "csrc/core/decline_reason.h"
 #include "csrc/python/cache/op_tally.h"
 #include "csrc/python/cache/thread_cache.h"
@@ -8,7 +9,18 @@
 namespace torchshard {
 namespace {
 
-py::dict counters_to_dict(const DispatchCounters& counters, size_t entries) {
+py::dict miss_reasons_to_dict(const DispatchCounters& counters) {
+  py::dict reasons;
+  for (size_t i = 0; i < kDecisionMissCount; ++i) {
+    if (counters.miss_reasons[i] != 0) {
+      reasons[py::str(std::string(decision_miss_name(static_cast<DecisionMiss>(i))))] =
+          counters.miss_reasons[i];
+    }
+  }
+  return reasons;
+}
+
+py::dict counters_to_dict(const DispatchCounters& counters, size_t entries, size_t decisions) {
   py::dict declines;
   uint64_t total_declines = 0;
   for (size_t i = 0; i < kDeclineReasonCount; ++i) {
@@ -21,12 +33,16 @@ py::dict counters_to_dict(const DispatchCounters& counters, size_t entries) {
   py::dict result;
   result["calls"] = counters.calls;
   result["hits"] = counters.hits;
+  result["decision_hits"] = counters.decision_hits;
   result["misses"] = counters.misses;
+  result["miss_reasons"] = miss_reasons_to_dict(counters);
   result["native_calls"] = counters.native_calls;
   result["declined"] = total_declines;
   result["declines"] = declines;
   result["evictions"] = counters.evictions;
   result["entries"] = entries;
+  result["decisions"] = decisions;
+  result["decision_evictions"] = counters.decision_evictions;
   return result;
 }
 
@@ -34,13 +50,16 @@ py::dict stats() {
   const CacheStatsSnapshot snapshot = snapshot_cache_stats();
   DispatchCounters totals = snapshot.retired;
   size_t total_entries = 0;
+  size_t total_decisions = 0;
   py::dict threads;
   for (const ThreadCacheSnapshot& thread : snapshot.threads) {
     totals += thread.counters;
     total_entries += thread.entries;
-    threads[py::int_(thread.thread_ident)] = counters_to_dict(thread.counters, thread.entries);
+    total_decisions += thread.decisions;
+    threads[py::int_(thread.thread_ident)] =
+        counters_to_dict(thread.counters, thread.entries, thread.decisions);
   }
-  py::dict result = counters_to_dict(totals, total_entries);
+  py::dict result = counters_to_dict(totals, total_entries, total_decisions);
   result["threads"] = threads;
   result["capacity"] = cache_capacity();
   return result;
@@ -49,9 +68,10 @@ py::dict stats() {
 py::dict op_tallies() {
   py::dict result;
   for (const auto& [name, counters] : snapshot_op_tallies()) {
-    py::dict tally = counters_to_dict(counters, 0);
-    tally.attr("pop")("entries");
-    tally.attr("pop")("evictions");
+    py::dict tally = counters_to_dict(counters, 0, 0);
+    for (const char* store_only : {"entries", "evictions", "decisions", "decision_evictions"}) {
+      tally.attr("pop")(store_only);
+    }
     result[py::str(name)] = tally;
   }
   return result;
@@ -84,6 +104,39 @@ void init_cache_bindings(py::module_& module) {
   module.def("op_tallies", &op_tallies,
              "Per-op counters recorded since the outermost begin_op_tallies().");
   module.attr("DEFAULT_CACHE_CAPACITY") = kDefaultCacheCapacity;
+  module.def("shape_generic_decisions_enabled", &shape_generic_decisions_enabled);
+  module.def("set_shape_generic_decisions_enabled", &set_shape_generic_decisions_enabled,
+             py::arg("enabled"), "Whether an exact miss may reuse a shape-generic decision.");
+  module.def("decision_verification", [] {
+    switch (decision_verification()) {
+      case DecisionVerification::kAlways:
+        return "always";
+      case DecisionVerification::kNever:
+        return "never";
+      case DecisionVerification::kFirst:
+        break;
+    }
+    return "first";
+  });
+  module.def("set_decision_verification", [](const std::string& policy) {
+    if (policy == "first") {
+      set_decision_verification(DecisionVerification::kFirst);
+    } else if (policy == "always") {
+      set_decision_verification(DecisionVerification::kAlways);
+    } else if (policy == "never") {
+      set_decision_verification(DecisionVerification::kNever);
+    } else {
+      throw py::value_error("decision verification must be 'first', 'always' or 'never', got '" +
+                            policy + "'");
+    }
+  }, py::arg("policy"), "When a reused decision is checked against stock's propagation.");
+  module.def("decision_miss_names", [] {
+    std::vector<std::string> names;
+    for (size_t i = 0; i < kDecisionMissCount; ++i) {
+      names.emplace_back(decision_miss_name(static_cast<DecisionMiss>(i)));
+    }
+    return names;
+  });
 }
 
 } // namespace torchshard

@@ -53,11 +53,11 @@ PyObject* native_rule_repr(PyObject* self) {
 // Created once by init_rule_bindings(); lives as long as the module.
 PyTypeObject* native_rule_type = nullptr;
 
-py::object make_rule(py::handle overload, int64_t static_argnum,
-                     bool value_blind_scalars,
-                     bool is_random, bool has_custom_handler) {
+py::object make_rule(py::handle overload, int64_t static_argnum, bool value_blind_scalars,
+                     bool is_random, bool has_custom_handler, bool shape_generic) {
   RuntimeSchemaInfo info{static_argnum, value_blind_scalars};
-  auto op = std::make_unique<OpDescriptor>(overload.ptr(), std::move(info), is_random, has_custom_handler);
+  OpTraits traits{is_random, has_custom_handler, shape_generic};
+  auto op = std::make_unique<OpDescriptor>(overload.ptr(), std::move(info), traits);
   auto* rule = PyObject_New(NativeRuleObject, native_rule_type);
   if (rule == nullptr) {
     throw py::error_already_set();
@@ -91,7 +91,7 @@ void init_rule_bindings(py::module_& module) {
   });
   module.def("make_rule", &make_rule, py::arg("op"), py::arg("static_argnum"),
              py::arg("value_blind_scalars"), py::arg("is_random"),
-             py::arg("has_custom_handler"),
+             py::arg("has_custom_handler"), py::arg("shape_generic") = false,
              "Create the native torch_dispatch rule for one DTensor OpOverload.");
   module.def("op_decline_reason", &op_decline_reason, py::arg("rule"),
              "Why no call of the rule's op is served natively, or None.");

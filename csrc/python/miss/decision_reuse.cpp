@@ -1,0 +1,137 @@
+#include "csrc/python/miss/decision_reuse.h"
+
+#include "csrc/python/interop/py_refs.h"
+#include "csrc/python/interop/python_errors.h"
+#include "csrc/python/interop/spec_equality.h"
+#include "csrc/python/miss/tensor_meta_propagation.h"
+
+#include <torch/csrc/DynamicTypes.h>
+#include <torch/csrc/Size.h>
+#include <torch/csrc/autograd/python_variable.h>
+
+namespace torchshard {
+namespace {
+
+py::tuple int_tuple(c10::IntArrayRef values) {
+  py::tuple tuple(values.size());
+  for (size_t i = 0; i < values.size(); ++i) {
+    tuple[i] = py::int_(values[i]);
+  }
+  return tuple;
+}
+
+// TensorMeta(shape=torch.Size, stride=tuple, dtype), as stock builds it.
+py::object tensor_meta(c10::IntArrayRef sizes, c10::IntArrayRef strides, c10::ScalarType dtype) {
+  py::object shape = py::handle(reinterpret_cast<PyObject*>(&THPSizeType))(int_tuple(sizes));
+  py::handle dtype_object(reinterpret_cast<PyObject*>(torch::getTHPDtype(dtype)));
+  return py::handle(py_refs().tensor_meta_type)(shape, int_tuple(strides), dtype_object);
+}
+
+// The template's mesh, placements and shard order, with new tensor metadata.
+py::object spec_like(py::handle spec_template, py::object meta) {
+  const PyRefs& refs = py_refs();
+  return py::handle(reinterpret_cast<PyObject*>(refs.dtensor_spec_type))(
+      spec_template.attr(refs.str_mesh), spec_template.attr(refs.str_placements), meta,
+      spec_template.attr(refs.str_shard_order), spec_template.attr(refs.str_use_strided_shard));
+}
+
+// nullopt when the metadata does not have the shape of the decision's outputs.
+std::optional<WrapResults> wrap_with_metas(const WrapResults& templates, const ReturnMetas& metas) {
+  if (metas.size() != templates.specs.size()) {
+    return std::nullopt;
+  }
+  WrapResults wrap{ReturnSpecs(templates.specs.size()), templates.shares_view_storage};
+  for (size_t r = 0; r < metas.size(); ++r) {
+    const auto& return_templates = templates.specs[r];
+    if (metas[r].size() != return_templates.size()) {
+      return std::nullopt;
+    }
+    for (size_t i = 0; i < metas[r].size(); ++i) {
+      const py::object& spec_template = return_templates[i];
+      if (spec_template.is_none() != !metas[r][i].has_value()) {
+        return std::nullopt;
+      }
+      if (spec_template.is_none()) {
+        wrap.specs[r].push_back(spec_template);
+        continue;
+      }
+      const OutputMeta& meta = *metas[r][i];
+      wrap.specs[r].push_back(spec_like(spec_template, tensor_meta(meta.sizes, meta.strides, meta.dtype)));
+    }
+  }
+  return wrap;
+}
+
+// In place, the output spec is args[0]'s own metadata with the decision's placements.
+ReturnInplace inplace_with_meta(const ReturnInplace& decided, PyObject* args) {
+  if (decided.kind != ReturnInplace::Kind::kRespecced) {
+    return decided;
+  }
+  const at::Tensor& self = THPVariable_Unpack(PyTuple_GET_ITEM(args, 0));
+  return ReturnInplace::respecced(
+      spec_like(decided.new_spec, tensor_meta(self.sizes(), self.strides(), self.scalar_type())));
+}
+
+// A conversion that raised leaves the call to stock's propagation, unless the
+// error is an interrupt, which the call must raise.
+Outcome<std::optional<CacheEntryPtr>> unavailable_unless_interrupt() {
+  if (clear_unless_interrupt()) {
+    return Failure::python_error();
+  }
+  return std::optional<CacheEntryPtr>();
+}
+
+} // namespace
+
+DecisionPtr decision_from_entry(const CacheEntry& entry) {
+  auto decision = std::make_shared<Decision>();
+  if (entry.decline() != nullptr) {
+    return decision;
+  }
+  const NativePlan& plan = entry.plan();
+  const auto* run = std::get_if<RunLocally>(&plan.local);
+  if (run == nullptr || !run->changed_arguments.empty() ||
+      std::holds_alternative<ReturnOutArguments>(plan.result)) {
+    return decision;
+  }
+  decision->reusable = plan.result;
+  return decision;
+}
+
+Outcome<std::optional<CacheEntryPtr>> entry_from_decision(const OpDescriptor& op,
+                                                          const ResultStep& reusable,
+                                                          const OpKey& exact_key, PyObject* args,
+                                                          PyObject* kwargs) {
+  std::optional<ResultStep> result;
+  if (const auto* templates = std::get_if<WrapResults>(&reusable)) {
+    Outcome<std::optional<ReturnMetas>> metas = propagate_tensor_meta(op, args, kwargs);
+    if (!metas) {
+      return metas.failure();
+    }
+    if (!metas.value()) {
+      return std::optional<CacheEntryPtr>();
+    }
+    Outcome<std::optional<WrapResults>> wrap = catch_python_errors(
+        [&]() -> Outcome<std::optional<WrapResults>> { return wrap_with_metas(*templates, *metas.value()); });
+    if (!wrap) {
+      return unavailable_unless_interrupt();
+    }
+    if (!wrap.value()) {
+      return std::optional<CacheEntryPtr>();
+    }
+    result = std::move(*wrap.value());
+  } else {
+    const auto& decided = std::get<ReturnInplace>(reusable);
+    Outcome<ReturnInplace> inplace = catch_python_errors(
+        [&]() -> Outcome<ReturnInplace> { return inplace_with_meta(decided, args); });
+    if (!inplace) {
+      return unavailable_unless_interrupt();
+    }
+    result = std::move(inplace).value();
+  }
+  auto entry = std::make_shared<const CacheEntry>(CacheEntry::native(
+      NativePlan{RunLocally::as_called(), std::move(*result)}, key_spec_objects(exact_key)));
+  return std::optional<CacheEntryPtr>(std::move(entry));
+}
+
+} // namespace torchshard

@@ -42,7 +42,7 @@ from dtensor_compare import assert_same_result, flat_tensors, version_deltas, wr
 
 import torchshard
 
-__all__ = ["Native", "Run", "bump", "check", "op_report", "run_side"]
+__all__ = ["Native", "Run", "assert_same_runs", "bump", "check", "op_report", "run_side"]
 
 
 def _leaves(inputs: Sequence[Any]) -> list[torch.Tensor]:
@@ -146,13 +146,21 @@ def check(inputs: Inputs, fn: Callable[..., Any], *, native: Native = True,
     """
     stock = run_side(inputs, fn, enabled=False, grad=grad, warm=warm, seed=seed)
     ours = run_side(inputs, fn, enabled=True, grad=grad, warm=warm, seed=seed)
+    if assert_same_runs(stock, ours):
+        _assert_served(ours.report, native, decline, hit)
+    return stock, ours
+
+
+def assert_same_runs(stock: Run, ours: Run) -> bool:
+    """Every comparison of ``check`` between two runs of one case; False when stock
+    raised (and torchshard raised the same type), True when both returned."""
     if stock.error is not None:
         assert ours.error is stock.error, (
             f"stock raised {stock.error.__name__}: {stock.message[:300]}\n"
             f"torchshard: {ours.error.__name__ + ': ' + ours.message[:300] if ours.error else 'no error'}"
         )
         assert_same_result(stock.inputs, ours.inputs, path="inputs_after_error")
-        return stock, ours
+        return False
     assert ours.error is None, (
         f"torchshard raised {ours.error.__name__} where stock did not: {ours.message[:500]}"
     )
@@ -169,8 +177,8 @@ def check(inputs: Inputs, fn: Callable[..., Any], *, native: Native = True,
     assert stock.warnings == ours.warnings, (
         f"warnings differ:\nstock={stock.warnings}\nours={ours.warnings}"
     )
-    _assert_served(ours.report, native, decline, hit)
-    return stock, ours
+    return True
+
 
 
 def op_report(report: Any, name: str) -> Any:

@@ -84,6 +84,8 @@ def test_flush_when_full_matches_the_documented_policy(mesh_1d, capacity, capaci
         model.call(key)
         assert_same_result(expected[key], result, path=f"step{step}")
         mine = _my_counters()
+        # An exact miss either reused a shape-generic decision or propagated.
+        mine = {**mine, "misses": mine["misses"] + mine["decision_hits"]}
         assert {name: mine[name] for name in model.counters()} == model.counters(), step
         assert mine["entries"] <= capacity
     assert model.evictions > 0 and model.hits > 0

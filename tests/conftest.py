@@ -11,12 +11,16 @@ Kept deliberately small so every test file can use it:
 * ``fresh_torchshard`` -- enabled, empty caches, zero counters; asserts the test left
   torchshard enabled. Opt in with ``pytestmark = pytest.mark.usefixtures(...)``.
 
-Importing this module imports ``torchshard``, which enables the native path.
+Importing this module imports ``torchshard``, which enables the native path, and puts
+the checkout's ``benchmarks/`` folder on ``sys.path``: tests import the benchmark
+modules (``workloads``, ``variants``, ...) by their names, as the scripts there do.
 """
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 import torch
@@ -27,6 +31,9 @@ from torch.testing._internal.distributed.fake_pg import FakeStore
 import torchshard  # registers the native DTensor rules
 
 WORLD_SIZE = 4
+BENCHMARKS_DIR = str(Path(__file__).resolve().parent.parent / "benchmarks")
+if BENCHMARKS_DIR not in sys.path:
+    sys.path.append(BENCHMARKS_DIR)  # after tests/ and the packages, so no name there is shadowed
 
 
 @pytest.fixture(scope="session")

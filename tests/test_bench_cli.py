@@ -1,6 +1,7 @@
-"""``python -m torchshard.bench``: each subcommand's smoke run produces well-formed
-outputs (table, JSON, Markdown, PNG), and the benchmark-only probes in ``torchshard._bench`` measure
-what they claim. No timing assertions: only that figures exist and are positive.
+"""``python3 benchmarks/run.py``: each subcommand's smoke run produces well-formed
+outputs (table, JSON, Markdown, PNG), and the benchmark-only probes in ``torchshard._bench``
+and the op switch in ``torchshard.testing`` do what they claim. No timing assertions:
+only that figures exist and are positive.
 """
 
 from __future__ import annotations
@@ -16,11 +17,13 @@ import torch
 from torch.distributed.tensor import DTensor, Replicate, Shard, distribute_tensor
 
 import torchshard
-from torchshard import _bench
-from torchshard.bench.dispatch import outputs_match
-from torchshard.bench.variants import VariantSwitch, record_calls
+from torchshard import _bench, testing
+
+from dispatch import outputs_match  # benchmarks/ (conftest puts it on sys.path)
+from variants import VariantSwitch, record_calls
 
 PACKAGE_ROOT = str(Path(torchshard.__file__).resolve().parent.parent)
+RUN_SCRIPT = str(Path(__file__).resolve().parent.parent / "benchmarks" / "run.py")
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
@@ -28,7 +31,7 @@ def run_bench(tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
     """Runs the CLI on the torchshard this test imported."""
     path = os.pathsep.join(filter(None, [PACKAGE_ROOT, os.environ.get("PYTHONPATH")]))
     return subprocess.run(
-        [sys.executable, "-m", "torchshard.bench", *args],
+        [sys.executable, RUN_SCRIPT, *args],
         cwd=tmp_path, env=dict(os.environ, PYTHONPATH=path), capture_output=True, text=True, timeout=240,
     )
 
@@ -132,12 +135,34 @@ def test_floor_rule_replaces_only_the_case_ops_and_returns_prebuilt_results(mesh
 
 
 @pytest.mark.usefixtures("fresh_torchshard")
+def test_route_moves_one_op_between_stock_and_torchshard(mesh_1d):
+    x = distribute_tensor(torch.randn(8, 4), mesh_1d, [Shard(0)])
+    ours = x + x
+    try:
+        testing.route(torch.ops.aten.add.Tensor, "stock")
+        assert torch.ops.aten.add.Tensor not in torchshard.enabled_ops()
+        torchshard.reset_stats()
+        stock = x + x
+        x.mul(2)
+        assert torchshard.stats()["calls"] == 1  # mul only
+        assert outputs_match(stock, ours)
+        with pytest.raises(ValueError, match="'stock' or 'torchshard'"):
+            testing.route(torch.ops.aten.add.Tensor, "floor")
+        with torchshard.disabled(), pytest.raises(RuntimeError, match="disabled"):
+            testing.route(torch.ops.aten.add.Tensor, "torchshard")
+    finally:
+        testing.route(torch.ops.aten.add.Tensor, "torchshard")
+    assert torch.ops.aten.add.Tensor in torchshard.enabled_ops()
+    torchshard.reset_stats()
+    x + x
+    assert torchshard.stats()["native_calls"] == 1
+
+
+@pytest.mark.usefixtures("fresh_torchshard")
 def test_key_lookup_probe_hits_only_a_warm_entry(mesh_1d):
     x, y = (distribute_tensor(torch.randn(8, 4), mesh_1d, [Shard(0)]) for _ in range(2))
     (call,) = record_calls(lambda: x + y)
-    from torchshard import _hook
-
-    rule = _hook._rules[call.op]
+    rule = testing.native_rule(call.op)
     torchshard.clear_cache()  # recording ran the call, through torchshard
     assert _bench.key_lookup_ns(rule, call.args, None, 10)["hit"] is False
     x + y

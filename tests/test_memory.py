@@ -130,7 +130,7 @@ def test_100k_steady_state_calls_leave_memory_flat(mesh_1d, mesh_2d):
 def test_optimizer_steps_with_changing_lr_leave_memory_flat(fake_pg):
     """1,000 tensor-parallel training steps (forward, backward, foreach AdamW), each
     with a new learning rate: RSS, objects, live DTensorSpecs and entries flat."""
-    from torchshard.bench import workloads
+    import workloads  # benchmarks/workloads.py
 
     workload = workloads.build("tp_mlp", shapes=workloads.Shapes(batch=2, seq=4, dim=8,
                                                                 hidden=16, heads=2),

@@ -1,4 +1,4 @@
-"""Training workloads (``torchshard/bench/workloads.py``) under torchshard: coverage, cache, values.
+"""Training workloads (``benchmarks/workloads.py``) under torchshard: coverage, cache, values.
 
 Three checks over the tensor parallel MLP and transformer block, FSDP2, and FSDP2 + TP:
 
@@ -37,6 +37,7 @@ import torch
 from gloo_ranks import run_ranks
 
 TESTS_DIR = Path(__file__).resolve().parent
+BENCHMARKS_DIR = TESTS_DIR.parent / "benchmarks"
 
 WORKLOADS = ("tp_mlp", "tp_block", "fsdp", "fsdp_tp")  # workloads.WORKLOADS, checked below
 OPTIMIZERS = ("foreach", "fused", "for-loop")
@@ -62,7 +63,8 @@ SUBPROCESS_TIMEOUT_S = 300
 
 
 def _import_workloads():
-    from torchshard.bench import workloads
+    """benchmarks/workloads.py (conftest puts benchmarks/ on sys.path; so does _run_fake_pg)."""
+    import workloads
 
     return workloads
 
@@ -190,7 +192,7 @@ def _run_fake_pg(kind: str) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as tmp:
         out_path = os.path.join(tmp, f"{kind}.json")
         code = (
-            f"import sys; sys.path.insert(0, {str(TESTS_DIR)!r}); "
+            f"import sys; sys.path[:0] = {[str(TESTS_DIR), str(BENCHMARKS_DIR)]!r}; "
             f"import test_workloads; test_workloads._fake_pg_main({kind!r}, {out_path!r})"
         )
         env = {k: v for k, v in os.environ.items() if not k.startswith("TORCHSHARD_")}
@@ -205,7 +207,7 @@ def _run_fake_pg(kind: str) -> dict[str, Any]:
         )
         results = json.loads(Path(out_path).read_text())
     assert tuple(results["workloads"]) == WORKLOADS, (
-        f"torchshard/bench/workloads.py now defines {results['workloads']}; update WORKLOADS here"
+        f"benchmarks/workloads.py now defines {results['workloads']}; update WORKLOADS here"
     )
     return results["cases"]
 

@@ -1,4 +1,4 @@
-"""The dispatch suite: per op and placement, what one DTensor call costs.
+"""``python3 benchmarks/run.py dispatch``: per op and placement, what one DTensor call costs.
 
 Columns, all per call, timed interleaved in one process (see timing.py):
 
@@ -23,6 +23,8 @@ timed torchshard calls must all have been native hits.
 
 from __future__ import annotations
 
+import argparse
+import dataclasses
 import statistics
 from dataclasses import dataclass, field
 
@@ -31,11 +33,14 @@ from torch.distributed.tensor import DTensor
 from torch.distributed.tensor.debug import _clear_sharding_prop_cache
 
 import torchshard
-from torchshard import _hook
-from torchshard import _bench
-from torchshard.bench.cases import Case
-from torchshard.bench.timing import Timing, each_call, interleaved
-from torchshard.bench.variants import VariantSwitch, record_calls
+from torchshard import _bench, testing
+
+import charts
+import report
+from cases import Case, build_cases
+from fake_world import fake_world, machine_description
+from timing import Progress, Timing, each_call, interleaved
+from variants import VariantSwitch, record_calls
 
 
 @dataclass(frozen=True)
@@ -45,6 +50,10 @@ class Settings:
     warmup: int = 5  # untimed calls after every variant switch
     miss_rounds: int = 100  # single cold-cache calls per variant
     probe_iterations: int = 20000  # C++-timed iterations of the internal probes
+
+
+# --quick: one case per op family on the 1-D mesh, a few hundred calls each.
+QUICK = Settings(rounds=20, batch=5, warmup=2, miss_rounds=5, probe_iterations=500)
 
 
 @dataclass
@@ -127,7 +136,7 @@ def _probe_internals(calls, iterations: int) -> tuple[float | None, float | None
     if len(calls) != 1:
         return None, None, None
     call = calls[0]
-    rule = _hook._rules[call.op]
+    rule = testing.native_rule(call.op)
     kwargs = call.kwargs or None
     lookup = key_lookup_probe(rule, call.args, kwargs, iterations)
     if not lookup["hit"]:
@@ -220,3 +229,37 @@ def summarize(results: list[CaseResult]) -> dict[str, object]:
         "median_key_lookup_ns": statistics.median(key_lookups) if key_lookups else None,
         "add_two_dtensor_key_lookup_ns": two_dtensor[0].key_lookup_ns if two_dtensor else None,
     }
+
+
+def run(args: argparse.Namespace) -> int:
+    settings = QUICK if args.quick else Settings()
+    overrides = {"rounds": args.rounds, "batch": args.batch, "miss_rounds": args.miss_rounds}
+    settings = dataclasses.replace(settings, **{k: v for k, v in overrides.items() if v is not None})
+    filters = [text.strip() for text in args.cases.split(",") if text.strip()]
+    with fake_world(args.world_size):
+        cases = [c for c in build_cases(args.world_size) if not filters or any(f in c.name for f in filters)]
+        if args.quick:
+            seen: set[str] = set()
+            cases = [c for c in cases if c.mesh == "1-D" and not (c.op in seen or seen.add(c.op))]
+        if args.list:
+            print("\n".join(case.name for case in cases))
+            return 0
+        if not cases:
+            raise SystemExit(f"no case matches --cases {args.cases!r} (see --list)")
+        progress = Progress(len(cases), "dispatch", enabled=not args.no_progress)
+        results = []
+        for case in cases:
+            results.append(measure_case(case, settings))
+            progress.step(case.name)
+    summary = summarize(results)
+    payload = {
+        "suite": "dispatch",
+        "machine": machine_description(),
+        "settings": dataclasses.asdict(settings),
+        "world_size": args.world_size,
+        "summary": summary,
+        "results": results,
+    }
+    text = report.dispatch_table(results) + "\n\n" + report.dispatch_summary(summary)
+    report.print_and_write(args, text, payload, charts.dispatch)
+    return 0

@@ -3,7 +3,7 @@
 Each workload builds a small model, parallelizes it the way production code does
 (``parallelize_module`` with Colwise/Rowwise/SequenceParallel, ``fully_shard``), and
 runs full training steps: forward, backward, ``AdamW.step()`` (foreach or fused) and
-``zero_grad()``. ``python -m torchshard.bench training`` times them and reports the native
+``zero_grad()``. ``python3 benchmarks/run.py training`` times them and reports the native
 fraction; ``tests/test_workloads.py`` checks that torchshard leaves their loss curves
 bit-identical and serves at least 99% of their DTensor calls natively.
 

@@ -9,8 +9,9 @@
   For a view op it returns a new DTensor over the prebuilt result, as a view's
   result must be a tensor autograd has not seen.
 
-Only the case's own ops are switched (microseconds), not the whole rule set
-(``torchshard.disable()`` re-registers every rule and empties every cache).
+Only the case's own ops are switched (microseconds, ``torchshard.testing.route``),
+not the whole rule set (``torchshard.disable()`` re-registers every rule and empties
+every cache).
 """
 
 from __future__ import annotations
@@ -23,8 +24,8 @@ from torch._ops import OpOverload
 from torch.distributed.tensor import DTensor
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from torchshard import _hook
-from torchshard import _bench
+import torchshard
+from torchshard import _bench, testing
 
 
 @dataclass
@@ -74,7 +75,8 @@ class VariantSwitch:
         for call in calls:
             results.setdefault(call.op, call.result)  # the first result stands for the op
         self.ops = list(results)
-        missing = [op for op in self.ops if op not in _hook._registrations]
+        enabled = torchshard.enabled_ops()
+        missing = [op for op in self.ops if op not in enabled]
         if missing:
             raise RuntimeError(f"torchshard has no rule installed for {missing}; enable it first")
         self._floor_rules = {
@@ -90,10 +92,7 @@ class VariantSwitch:
             handle.destroy()
         self._floor_handles.clear()
         for op in self.ops:
-            if variant == "torchshard":
-                _hook._install(op)
-            else:
-                _hook._uninstall(op)
+            testing.route(op, "torchshard" if variant == "torchshard" else "stock")
         if variant == "floor":
             for op, rule in self._floor_rules.items():
                 registry = simple_registry.singleton.find(op.__qualname__).torch_dispatch_rules

@@ -1,4 +1,4 @@
-"""``python -m torchshard.bench callgrind``: instruction counts per call under callgrind.
+"""``python3 benchmarks/run.py callgrind``: instruction counts per call under callgrind.
 
 Instruction counts do not move with machine load, so they guide optimisation where
 timings on a shared machine cannot. One valgrind run executes, for each selected
@@ -16,22 +16,28 @@ The command it runs, per the docs (docs/benchmarks.md)::
 
     valgrind --tool=callgrind --collect-atstart=no --toggle-collect='*repeat_call*' \\
         --callgrind-out-file=OUT/callgrind.out \\
-        python -m torchshard.bench.callgrind --target --cases CASES --iterations N
+        python3 benchmarks/callgrind.py --target --cases CASES --iterations N
+
+with PYTHONPATH naming the folder of the torchshard the parent imported, so the target
+measures the same build.
 """
 
 from __future__ import annotations
 
 import argparse
 import glob
+import importlib.util
 import os
 import re
 import shutil
 import subprocess
 import sys
 import tempfile
+from pathlib import Path
 
-from torchshard.bench import report
-from torchshard.bench.fake_world import machine_description
+import charts
+import report
+from fake_world import machine_description
 
 VARIANTS = ("plain", "floor", "stock", "torchshard")
 CASE_SEPARATOR = ";"  # case names contain commas ("mul(x, 2.5) ...")
@@ -58,9 +64,10 @@ def run_target(case_names: list[str], iterations: int, world_size: int) -> None:
     """Inside valgrind: each case's variants, one _bench.repeat_call each, in order."""
     import torchshard
     from torchshard import _bench
-    from torchshard.bench.cases import build_cases
-    from torchshard.bench.fake_world import fake_world
-    from torchshard.bench.variants import VariantSwitch, record_calls
+
+    from cases import build_cases
+    from fake_world import fake_world
+    from variants import VariantSwitch, record_calls
 
     with fake_world(world_size):
         cases = {case.name: case for case in build_cases(world_size)}
@@ -95,8 +102,9 @@ def run_step_target(workload_spec: str, iterations: int, world_size: int) -> Non
 
     import torchshard
     from torchshard import _bench
-    from torchshard.bench import workloads
-    from torchshard.bench.fake_world import fake_world
+
+    import workloads
+    from fake_world import fake_world
 
     name, optimizer, shapes = workload_spec.split(":")
     with fake_world(world_size):
@@ -135,6 +143,17 @@ def _inclusive(path: str, stages: dict[str, str] = STAGES) -> dict[str, int]:
     return costs
 
 
+# How the payloads name the target (the valgrind options before it are the real ones).
+TARGET_COMMAND = "python3 benchmarks/callgrind.py --target ..."
+
+
+def _target_environment() -> dict[str, str]:
+    """This environment, with the torchshard this process would import first on PYTHONPATH."""
+    package_dir = Path(importlib.util.find_spec("torchshard").origin).parent
+    path = os.pathsep.join(filter(None, [str(package_dir.parent), os.environ.get("PYTHONPATH")]))
+    return dict(os.environ, PYTHONPATH=path)
+
+
 def _run_valgrind(target_args: list[str], out_dir: str, expected_dumps: int) -> tuple[list[str], list[str]]:
     """Runs the target under callgrind; returns the command and its dumps, in order."""
     if shutil.which("valgrind") is None:
@@ -142,11 +161,11 @@ def _run_valgrind(target_args: list[str], out_dir: str, expected_dumps: int) -> 
     out_file = os.path.join(out_dir, "callgrind.out")
     command = [
         "valgrind", "--tool=callgrind", "--collect-atstart=no", "--toggle-collect=*repeat_call*",
-        f"--callgrind-out-file={out_file}", sys.executable, "-m", "torchshard.bench.callgrind",
+        f"--callgrind-out-file={out_file}", sys.executable, str(Path(__file__).resolve()),
         "--target", *target_args,
     ]
     print("running: " + " ".join(command), file=sys.stderr, flush=True)
-    proc = subprocess.run(command, capture_output=True, text=True)
+    proc = subprocess.run(command, capture_output=True, text=True, env=_target_environment())
     if proc.returncode != 0:
         raise SystemExit(f"valgrind failed:\n{proc.stderr[-3000:]}")
     dumps = sorted(glob.glob(out_file + ".*"), key=lambda p: int(p.rsplit(".", 1)[1]))
@@ -173,7 +192,7 @@ def run_steps(args: argparse.Namespace) -> int:
     table += f"\n\nstep instruction ratio stock / torchshard: {per_step['stock'] / per_step['torchshard']:.2f}x"
     payload = {"suite": "callgrind-steps", "machine": machine_description(), "workload": args.workload,
                "iterations": iterations, "ir_per_step": per_step, "stages": stages,
-               "command": " ".join(command[:5]) + " python -m torchshard.bench.callgrind --target ..."}
+               "command": " ".join([*command[:5], TARGET_COMMAND])}
     report.print_and_write(args, table, payload, lambda payload, path: None)
     return 0
 
@@ -204,37 +223,14 @@ def run(args: argparse.Namespace) -> int:
     table = report.markdown_table(
         ["case", *(f"{v} Ir" for v in VARIANTS), "overhead ratio", *STAGES], rows, numeric_from=1)
     payload = {"suite": "callgrind", "machine": machine_description(), "iterations": iterations,
-               "command": " ".join(command[:5]) + " python -m torchshard.bench.callgrind --target ...",
+               "command": " ".join([*command[:5], TARGET_COMMAND]),
                "results": results}
-    report.print_and_write(args, table, payload, chart)
+    report.print_and_write(args, table, payload, charts.callgrind)
     return 0
 
 
-def chart(payload: dict, path: str) -> None:
-    """Instructions per call of each variant, per case (from the JSON form)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    results = payload["results"]
-    fig, ax = plt.subplots(figsize=(8, 0.55 * len(results) + 1.4))
-    height = 0.8 / len(VARIANTS)
-    for index, variant in enumerate(VARIANTS):
-        positions = [i + (index - 1.5) * height for i in range(len(results))]
-        ax.barh(positions, [r["ir_per_call"][variant] / 1e3 for r in results], height=height,
-                color=report.VARIANT_COLORS[variant], label=variant)
-    ax.set_yticks(range(len(results)), [r["case"] for r in results], fontsize=8)
-    ax.invert_yaxis()
-    ax.set_xlabel("thousand instructions per call (callgrind)")
-    ax.legend(loc="best", fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-
-
 def main() -> int:
-    parser = argparse.ArgumentParser(description="callgrind target (run by `python -m torchshard.bench callgrind`)")
+    parser = argparse.ArgumentParser(description="callgrind target (run by `python3 benchmarks/run.py callgrind`)")
     parser.add_argument("--target", action="store_true", required=True)
     parser.add_argument("--cases")
     parser.add_argument("--workload")

@@ -1,12 +1,43 @@
-"""``python -m torchshard.bench``: torchshard's benchmark CLI (see torchshard/bench/__init__.py)."""
+"""torchshard's benchmark suite, run from a checkout: ``python3 benchmarks/run.py``.
+
+Subcommands (``python3 benchmarks/run.py <command> --help`` for options), one
+module each in benchmarks/ with a ``run(args)``:
+
+- ``dispatch`` (the default): per op and placement, the plain local op, the rule
+  floor, stock DTensor and torchshard, on cache hits and on cache misses, plus the
+  internal key-build + lookup time (dispatch.py);
+- ``scaling``: hit cost against cache size, DTensor list length, thread count, and
+  a cold cache (scaling.py);
+- ``training``: tensor-parallel and FSDP2 training steps, stock vs torchshard
+  (training.py);
+- ``callgrind``: instruction counts per call of each variant, and of the stages of
+  a torchshard hit, under valgrind (callgrind.py).
+
+Everything runs in one process on the built-in ``fake`` process group: collectives
+are no-ops and local compute is real, so the figures are DTensor's CPU cost.
+"""
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
 import time
+from pathlib import Path
 
-from torchshard.bench import __doc__ as package_doc
+CHECKOUT = Path(__file__).resolve().parent.parent
+COMMANDS = ("dispatch", "scaling", "training", "callgrind")  # each the name of its module
+
+
+def use_checkout_build() -> None:
+    """Measure this checkout's torchshard where it is built here.
+
+    A script's sys.path starts with its own folder (benchmarks/), not the checkout, so
+    without this an in-place build (``setup.py build_ext --inplace``) would lose to
+    whichever torchshard is installed. An unbuilt checkout leaves the installed one.
+    """
+    if any((CHECKOUT / "torchshard").glob("_C*.so")) and str(CHECKOUT) not in sys.path:
+        sys.path.insert(1, str(CHECKOUT))
 
 
 def _add_output_options(parser: argparse.ArgumentParser) -> None:
@@ -19,11 +50,11 @@ def _add_output_options(parser: argparse.ArgumentParser) -> None:
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m torchshard.bench",
-        description=package_doc,
+        prog="python3 benchmarks/run.py",
+        description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    commands = parser.add_subparsers(dest="command", metavar="{dispatch,scaling,training,callgrind}")
+    commands = parser.add_subparsers(dest="command", metavar="{" + ",".join(COMMANDS) + "}")
 
     dispatch = commands.add_parser("dispatch", help="per-op hit and miss cost (default)")
     dispatch.add_argument("--cases", default="", metavar="TEXT[,TEXT]",
@@ -48,6 +79,7 @@ def _parser() -> argparse.ArgumentParser:
     training.add_argument("--warmup", type=int, default=3, help="untimed steps after each switch")
     training.add_argument("--quick", action="store_true", help="a smoke run: one workload, few steps")
     _add_output_options(training)
+
     callgrind = commands.add_parser("callgrind", help="instruction counts per call (needs valgrind)")
     callgrind.add_argument("--cases", default="", metavar="NAME[;NAME]",
                            help="exact case names, ';'-separated (see dispatch --list); default: six "
@@ -66,16 +98,9 @@ def main(argv: list[str] | None = None) -> int:
     if not argv or argv[0].startswith("-") and argv[0] not in ("-h", "--help"):
         argv.insert(0, "dispatch")
     args = _parser().parse_args(argv)
+    use_checkout_build()
     started = time.monotonic()
-    if args.command == "dispatch":
-        from torchshard.bench.run_dispatch import run
-    elif args.command == "callgrind":
-        from torchshard.bench.callgrind import run
-    elif args.command == "scaling":
-        from torchshard.bench.scaling import run
-    else:
-        from torchshard.bench.training import run
-    code = run(args)
+    code = importlib.import_module(args.command).run(args)
     print(f"\n({args.command} finished in {time.monotonic() - started:.0f} s)", file=sys.stderr)
     return code
 

@@ -1,13 +1,12 @@
-"""Rendering suite results: Markdown tables, JSON, and the PNG chart (matplotlib).
+"""Rendering suite results: Markdown tables, JSON, and writing every output a run asks for.
 
-The JSON is the source of truth: ``--png`` charts are drawn from its data (the
-payload after :func:`to_plain`), never from anything else.
+The JSON is the source of truth: ``--png`` charts (charts.py) are drawn from its data
+(the payload after :func:`to_plain`), never from anything else.
 """
 
 from __future__ import annotations
 
 import json
-import statistics
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, is_dataclass
 from pathlib import Path
@@ -84,75 +83,3 @@ def print_and_write(args, text: str, payload: dict, draw_chart: Callable[[dict, 
         Path(args.markdown).write_text(text + "\n")
     if args.png:
         draw_chart(to_plain(payload), args.png)
-
-
-# One color per variant in every chart.
-VARIANT_COLORS = {"plain": "#bbbbbb", "floor": "#7f7f7f", "stock": "#d62728", "torchshard": "#1f77b4"}
-
-
-def dispatch_chart(payload: dict, path: str | Path) -> None:
-    """Per op (median over its placements): plain, floor, stock and torchshard µs.
-
-    `payload` is the JSON form (report.to_plain) of a dispatch run.
-    """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    by_op: dict[str, list[dict]] = {}
-    for result in payload["results"]:
-        by_op.setdefault(result["op"], []).append(result)
-    ops = sorted(by_op, key=lambda op: statistics.median(r["stock"]["median_us"] for r in by_op[op]))
-    columns = list(VARIANT_COLORS.items())
-    fig, ax = plt.subplots(figsize=(9, 0.32 * len(ops) + 1.6))
-    height = 0.8 / len(columns)
-    for index, (column, color) in enumerate(columns):
-        values = [statistics.median(r[column]["median_us"] for r in by_op[op]) for op in ops]
-        positions = [i + (index - 1.5) * height for i in range(len(ops))]
-        ax.barh(positions, values, height=height, color=color, label=column)
-    ax.set_yticks(range(len(ops)), ops, fontsize=8)
-    ax.invert_yaxis()
-    ax.set_xlabel("µs per call (median over placements and meshes; cache hit)")
-    summary = payload["summary"]
-    ax.set_title(
-        f"torchshard vs stock DTensor, torch {payload['machine']['torch']}: median speedup "
-        f"{summary['median_speedup']:.2f}x, overhead ratio {summary['median_overhead_ratio']:.2f}",
-        fontsize=9,
-    )
-    ax.legend(loc="upper right", fontsize=8)
-    ax.grid(axis="x", alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-
-
-def curves_chart(payload: dict, path: str | Path) -> None:
-    """One panel per scaling curve: x -> median hit µs, one line per variant."""
-    curves = payload["curves"]
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, len(curves), figsize=(4.2 * len(curves), 3.4), squeeze=False)
-    for ax, (name, curve) in zip(axes[0], curves.items()):
-        for variant, points in curve["series"].items():
-            ax.plot([p["x"] for p in points], [p["median_us"] for p in points], marker="o", label=variant,
-                    color=VARIANT_COLORS.get(variant, "#ff7f0e"))
-        ax.set_xticks([p["x"] for p in next(iter(curve["series"].values()))],
-                      [str(p["x"]) for p in next(iter(curve["series"].values()))], fontsize=7)
-        if curve.get("log_x"):
-            ax.set_xscale("log")
-        if curve.get("log_y"):
-            ax.set_yscale("log")
-        else:
-            ax.set_ylim(bottom=0)
-        ax.set_xlabel(curve["x_label"], fontsize=8)
-        ax.set_ylabel(curve.get("y_label", "µs per call"), fontsize=8)
-        ax.set_title(name, fontsize=9)
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)

@@ -1,13 +1,13 @@
-"""``python -m torchshard.bench training``: stock DTensor vs torchshard on training steps.
+"""``python3 benchmarks/run.py training``: stock DTensor vs torchshard on training steps.
 
-For each workload of ``torchshard/bench/workloads.py`` (tensor parallel MLP and transformer
+For each workload of ``benchmarks/workloads.py`` (tensor parallel MLP and transformer
 block, FSDP2, FSDP2 + TP on a 2-D mesh), each AdamW variant and each shape set, it
 reports the share of DTensor op calls torchshard served natively in steady state
 (with the decline reasons of the rest) and the median step time of stock DTensor and
 of torchshard, measured interleaved in one process on the ``fake`` process group.
 
-    python -m torchshard.bench training                 # all workloads, small and medium
-    python -m torchshard.bench training --quick --json out.json --png out.png
+    python3 benchmarks/run.py training                 # all workloads, small and medium
+    python3 benchmarks/run.py training --quick --json out.json --png out.png
 """
 
 from __future__ import annotations
@@ -18,9 +18,12 @@ import time
 from dataclasses import dataclass
 
 import torchshard
-from torchshard.bench import report, workloads
-from torchshard.bench.fake_world import fake_world, machine_description
-from torchshard.bench.timing import Progress
+
+import charts
+import report
+import workloads
+from fake_world import fake_world, machine_description
+from timing import Progress
 
 SHAPES = {"small": workloads.SMALL, "medium": workloads.MEDIUM}
 
@@ -104,26 +107,6 @@ def format_table(results: list[Result]) -> str:
     return "\n".join([header, *rows])
 
 
-def chart(payload: dict, path: str) -> None:
-    """Step-time speedup per workload, optimizer and shape set (from the JSON form)."""
-    results = payload["results"]
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    labels = [f"{r['workload']} {r['optimizer']} {r['shapes']}" for r in results]
-    fig, ax = plt.subplots(figsize=(8, 0.3 * len(results) + 1.4))
-    ax.barh(range(len(results)), [r["speedup"] for r in results], color="#1f77b4")
-    ax.axvline(1.0, color="#d62728", linewidth=1)
-    ax.set_yticks(range(len(results)), labels, fontsize=8)
-    ax.invert_yaxis()
-    ax.set_xlabel("step-time speedup, stock / torchshard (fake process group, world 8)")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-
-
 def run(args: argparse.Namespace) -> int:
     if args.quick:
         args.workloads, args.optimizers, args.shapes = "tp_block", "foreach", "small"
@@ -143,5 +126,5 @@ def run(args: argparse.Namespace) -> int:
     settings = {k: getattr(args, k) for k in ("workloads", "optimizers", "shapes", "rounds", "steps", "warmup")}
     payload = {"suite": "training", "machine": machine_description(), "settings": settings,
                "world_size": args.world_size, "results": results}
-    report.print_and_write(args, format_table(results), payload, chart)
+    report.print_and_write(args, format_table(results), payload, charts.training)
     return 0

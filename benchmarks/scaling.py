@@ -1,4 +1,4 @@
-"""``python -m torchshard.bench scaling``: how the hit cost scales.
+"""``python3 benchmarks/run.py scaling``: how the hit cost scales.
 
 Curves (per-call µs, medians over interleaved rounds, fake process group):
 
@@ -24,13 +24,15 @@ from torch.distributed.tensor import Shard, distribute_tensor, init_device_mesh
 from torch.distributed.tensor.debug import _clear_sharding_prop_cache
 
 import torchshard
-from torchshard import _bench
-from torchshard.bench import report
-from torchshard.bench.cases import Case
-from torchshard.bench.dispatch import Settings, key_lookup_probe, measure_case
-from torchshard.bench.fake_world import fake_world, machine_description
-from torchshard.bench.timing import Progress, Timing, interleaved
-from torchshard.bench.variants import VariantSwitch, record_calls
+from torchshard import _bench, testing
+
+import charts
+import report
+from cases import Case
+from dispatch import Settings, key_lookup_probe, measure_case
+from fake_world import fake_world, machine_description
+from timing import Progress, Timing, interleaved
+from variants import VariantSwitch, record_calls
 
 ENTRY_COUNTS = (10, 100, 1_000, 10_000, 100_000)
 LIST_LENGTHS = (1, 2, 4, 8, 16, 32, 64)
@@ -45,7 +47,7 @@ def _point(x: int, timing: Timing) -> dict:
 def cache_entries_curve(add_case: Case, settings: Settings, quick: bool) -> dict:
     counts = ENTRY_COUNTS[:3] if quick else ENTRY_COUNTS
     (call,) = record_calls(add_case.run)
-    rule = _C_rule(call.op)
+    rule = testing.native_rule(call.op)
     capacity = torchshard.cache_capacity()
     series: dict[str, list[dict]] = {"torchshard": [], "key+lookup (C++)": []}
     try:
@@ -66,12 +68,6 @@ def cache_entries_curve(add_case: Case, settings: Settings, quick: bool) -> dict
         torchshard.set_cache_capacity(capacity)
         torchshard.clear_cache()
     return {"x_label": "entries in the thread's cache", "log_x": True, "series": series}
-
-
-def _C_rule(op):
-    from torchshard import _hook
-
-    return _hook._rules[op]
 
 
 def list_length_curve(mesh, settings: Settings, quick: bool) -> dict:
@@ -187,7 +183,7 @@ def run(args: argparse.Namespace) -> int:
             progress.step(step)
     payload = {"suite": "scaling", "machine": machine_description(), "settings": settings,
                "world_size": args.world_size, "curves": curves}
-    report.print_and_write(args, format_curves(curves), payload, report.curves_chart)
+    report.print_and_write(args, format_curves(curves), payload, charts.scaling)
     return 0
 
 

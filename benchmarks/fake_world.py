@@ -6,10 +6,13 @@ import contextlib
 import os
 import platform
 from collections.abc import Iterator
+from pathlib import Path
 
 import torch
 import torch.distributed as dist
 from torch.testing._internal.distributed.fake_pg import FakeStore
+
+import torchshard
 
 
 @contextlib.contextmanager
@@ -47,6 +50,7 @@ def machine_description() -> dict[str, object]:
         "cpus": os.cpu_count(),
         "python": platform.python_version(),
         "torch": torch.__version__,
+        "torchshard": str(Path(torchshard.__file__).parent),  # which build was measured
         "torch_threads": 1,
         "platform": platform.platform(),
     }

@@ -1,0 +1,55 @@
+"""Private test support: what benchmarks and tests need beyond the public API.
+
+Not part of torchshard's API and not for production code; it may change with any
+release. The public switches (``enable``, ``disable``, ``disabled``) act on every op
+at once: they re-register about 1,160 rules and empty every cache. A benchmark that
+times stock against torchshard call by call needs to move only the ops it times,
+in microseconds, and the native rule object itself for the C++ probes in
+``torchshard._bench``:
+
+- :func:`route` puts one op on stock DTensor's path or on torchshard's;
+- :func:`native_rule` is the rule torchshard serves an op with.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from torch._ops import OpOverload
+
+from torchshard import _hook
+
+__all__ = ["native_rule", "route"]
+
+
+def route(op: OpOverload, path: Literal["stock", "torchshard"]) -> None:
+    """Serve `op` with stock DTensor (its torchshard rule removed) or with torchshard.
+
+    Only `op` changes; every other op and every cache entry stays as it is (entries
+    of `op` are simply not consulted while it is on stock's path). Routing to
+    torchshard needs torchshard enabled, and an op torchshard has a rule for.
+    """
+    with _hook._lock:
+        if path == "stock":
+            _hook._uninstall(op)
+        elif path == "torchshard":
+            if not _hook.is_enabled():
+                raise RuntimeError("torchshard is disabled; enable() it before routing an op to it")
+            if op not in _hook._rules:
+                raise LookupError(f"torchshard has no rule for {op}")
+            _hook._install(op)
+        else:
+            raise ValueError(f"path must be 'stock' or 'torchshard', got {path!r}")
+
+
+def native_rule(op: OpOverload) -> object:
+    """The ``NativeRule`` torchshard serves `op` with (also while `op` is routed to stock).
+
+    The argument ``torchshard._bench``'s probes (``key_lookup_ns``, ``rule_body_ns``)
+    take: they time this rule's key build, lookup and body directly.
+    """
+    with _hook._lock:
+        rule = _hook._rules.get(op)
+    if rule is None:
+        raise LookupError(f"torchshard has no rule for {op}; enable() it first")
+    return rule

@@ -25,7 +25,7 @@ from typing import Any
 import pytest
 import torch
 import torch.nn.functional as F
-from differential import check
+from differential import assert_same_runs, run_side
 from dtensor_cases import P, R, S0, S1, S2, D, Inputs, L, placements_id
 from torch.distributed.device_mesh import DeviceMesh
 from torch.distributed.tensor import DTensor, Replicate, Shard, distribute_tensor
@@ -173,13 +173,23 @@ def _fresh_stock(fn: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def sweep(case: Case, mesh: DeviceMesh, placements: tuple[Any, ...]) -> dict[str, Any]:
-    """Every size through the harness; torchshard's counters over the sweep."""
+    """Every size through the harness; torchshard's counters over the sweep.
+
+    Stock's runs come first, all of them (``disabled()`` empties torchshard's caches, so
+    torchshard's runs must not be interleaved with them); then torchshard's, one size
+    after the other, each a new shape for it.
+    """
+    inputs = {n: Inputs(case.inputs(n, placements), mesh, seed=n) for n in SIZES}
+    fn = _fresh_stock(case.fn)
+    with torchshard.disabled():
+        stock = {n: run_side(inputs[n], fn, enabled=False, grad=case.grad) for n in SIZES}
     torchshard.clear_cache()
     torchshard.reset_stats()
-    fn = _fresh_stock(case.fn)
+    ours = {n: run_side(inputs[n], fn, enabled=True, grad=case.grad) for n in SIZES}
+    counters = torchshard.stats()
     for n in SIZES:
-        check(Inputs(case.inputs(n, placements), mesh, seed=n), fn, native=None, grad=case.grad, warm=0)
-    return torchshard.stats()
+        assert_same_runs(stock[n], ours[n])
+    return counters
 
 
 @pytest.mark.slow

@@ -27,6 +27,22 @@ bool is_tensor_list_type(const c10::TypePtr& type) {
   return list && is_tensor_type(list->getElementType());
 }
 
+// Tensor, Tensor?, Scalar, and the numbers and bools a Scalar can be.
+bool is_elementwise_argument_type(const c10::TypePtr& type) {
+  switch (type->kind()) {
+    case c10::TypeKind::TensorType:
+    case c10::TypeKind::NumberType:
+    case c10::TypeKind::FloatType:
+    case c10::TypeKind::IntType:
+    case c10::TypeKind::BoolType:
+      return true;
+    case c10::TypeKind::OptionalType:
+      return type->castRaw<c10::OptionalType>()->getElementType()->kind() == c10::TypeKind::TensorType;
+    default:
+      return false;
+  }
+}
+
 bool is_symint_type(const c10::TypePtr& type) {
   if (type->kind() == c10::TypeKind::SymIntType) {
     return true;
@@ -60,6 +76,10 @@ OpDescriptor::OpDescriptor(PyObject* overload, RuntimeSchemaInfo info, OpTraits 
   }
   shape_generic_ = traits.shape_generic;
   op_decline_ = classify(traits);
+  elementwise_ = !op_decline_ && kind_ == OpKind::kFunctional && info_.value_blind_scalars &&
+      returns_.size() == 1 && returns_[0] == ReturnKind::kTensor &&
+      std::all_of(arguments.begin(), arguments.end(),
+                  [](const c10::Argument& a) { return is_elementwise_argument_type(a.real_type()); });
 }
 
 OpDescriptor::~OpDescriptor() {

@@ -86,6 +86,10 @@ class OpDescriptor {
   bool is_inplace_view() const { return is_inplace_view_; }
   bool value_blind_scalars() const { return info_.value_blind_scalars; }
   bool shape_generic() const { return shape_generic_; }
+  // A functional pointwise op (value_blind_scalars) of Tensor and Scalar
+  // arguments only, with one Tensor return: its output's shape and strides
+  // are TensorIterator's for its tensor inputs (tensor_meta_propagation.h).
+  bool is_elementwise() const { return elementwise_; }
   // Schema argument `index` is a size (SymInt, SymInt?, SymInt[]): the value
   // of a view's shape or a split's size follows the input's shape, so a
   // decision key encodes it relative to the input's sizes.
@@ -130,6 +134,7 @@ class OpDescriptor {
   bool is_inplace_view_ = false;
   bool writes_arguments_ = false;
   bool shape_generic_ = false;
+  bool elementwise_ = false;
   std::optional<DeclineReason> op_decline_;
 };
 

@@ -6,6 +6,7 @@
 #include "csrc/python/miss/tensor_meta_propagation.h"
 
 #include <torch/csrc/DynamicTypes.h>
+#include <torch/csrc/Dtype.h>
 #include <torch/csrc/Size.h>
 #include <torch/csrc/autograd/python_variable.h>
 
@@ -33,6 +34,32 @@ py::object spec_like(py::handle spec_template, py::object meta) {
   return py::handle(reinterpret_cast<PyObject*>(refs.dtensor_spec_type))(
       spec_template.attr(refs.str_mesh), spec_template.attr(refs.str_placements), meta,
       spec_template.attr(refs.str_shard_order), spec_template.attr(refs.str_use_strided_shard));
+}
+
+std::optional<c10::ScalarType> spec_dtype(py::handle spec) {
+  const PyRefs& refs = py_refs();
+  py::object dtype = spec.attr(refs.str_tensor_meta).attr(refs.str_dtype);
+  if (Py_TYPE(dtype.ptr()) != &THPDtypeType) {
+    return std::nullopt;
+  }
+  return reinterpret_cast<THPDtype*>(dtype.ptr())->scalar_type;
+}
+
+// An elementwise op's one output takes the dtype of the decision's output.
+Outcome<std::optional<ReturnMetas>> output_metas(const OpDescriptor& op, const WrapResults& templates,
+                                                 PyObject* args, PyObject* kwargs) {
+  if (op.is_elementwise() && templates.specs.size() == 1 && templates.specs[0].size() == 1 &&
+      !templates.specs[0][0].is_none()) {
+    Outcome<std::optional<c10::ScalarType>> dtype = catch_python_errors(
+        [&]() -> Outcome<std::optional<c10::ScalarType>> { return spec_dtype(templates.specs[0][0]); });
+    if (!dtype) {
+      return dtype.failure();
+    }
+    if (dtype.value()) {
+      return elementwise_tensor_meta(op, args, kwargs, *dtype.value());
+    }
+  }
+  return propagate_tensor_meta(op, args, kwargs);
 }
 
 // nullopt when the metadata does not have the shape of the decision's outputs.
@@ -104,7 +131,7 @@ Outcome<std::optional<CacheEntryPtr>> entry_from_decision(const OpDescriptor& op
                                                           PyObject* kwargs) {
   std::optional<ResultStep> result;
   if (const auto* templates = std::get_if<WrapResults>(&reusable)) {
-    Outcome<std::optional<ReturnMetas>> metas = propagate_tensor_meta(op, args, kwargs);
+    Outcome<std::optional<ReturnMetas>> metas = output_metas(op, *templates, args, kwargs);
     if (!metas) {
       return metas.failure();
     }

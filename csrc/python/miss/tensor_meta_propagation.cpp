@@ -1,8 +1,10 @@
 #include "csrc/python/miss/tensor_meta_propagation.h"
 
 #include "csrc/python/interop/boxed_arguments.h"
+#include "csrc/python/interop/py_refs.h"
 #include "csrc/python/interop/python_errors.h"
 
+#include <ATen/TensorIterator.h>
 #include <ATen/core/LegacyTypeDispatch.h>
 #include <ATen/ops/empty_strided.h>
 #include <c10/core/GradMode.h>
@@ -64,6 +66,34 @@ std::optional<ReturnMetas> run_on_meta(const OpDescriptor& op, PyObject* args, P
 }
 
 } // namespace
+
+std::optional<ReturnMetas> elementwise_tensor_meta(const OpDescriptor& op, PyObject* args,
+                                                   PyObject* kwargs, c10::ScalarType dtype) {
+  at::TensorIteratorConfig config;
+  config.check_all_same_dtype(false).set_check_mem_overlap(false).declare_static_dtype(dtype);
+  config.add_owned_output(at::Tensor());
+  bool any_tensor = false;
+  for (size_t i = 0; i < op.schema().arguments().size(); ++i) {
+    PyObject* value = op.argument_value(args, kwargs, i);
+    if (value == nullptr || value == Py_None || PyLong_Check(value) || PyFloat_Check(value)) {
+      continue;  // numbers are wrapped scalars: they take no part in shape or strides
+    }
+    if (Py_TYPE(value) != py_refs().dtensor_type) {
+      return std::nullopt;
+    }
+    config.add_owned_const_input(global_meta_tensor(value));
+    any_tensor = true;
+  }
+  if (!any_tensor) {
+    return std::nullopt;
+  }
+  try {
+    at::TensorIterator iter = config.build();
+    return ReturnMetas{{meta_of(iter.output(0))}};
+  } catch (const c10::Error&) {
+    return std::nullopt;  // shapes that do not broadcast
+  }
+}
 
 Outcome<std::optional<ReturnMetas>> propagate_tensor_meta(const OpDescriptor& op, PyObject* args,
                                                           PyObject* kwargs) {

@@ -6,6 +6,13 @@
 // could differ, a reused decision's first check against stock catches it
 // (shape_generic_miss.h).
 //
+// Pointwise ops (OpDescriptor::is_elementwise) skip the op itself: many have
+// Python meta kernels (torch/_refs) that cost 50-200 us. Their output has the
+// broadcast shape and the strides TensorIterator computes for the inputs (the
+// refs compute the same: compute_elementwise_output_strides), and the dtype
+// the caller passes (a decision's; its key fixes every input's dtype and
+// every number's kind, so type promotion answers alike).
+//
 // Requires the GIL (reads Python arguments).
 #pragma once
 
@@ -35,5 +42,11 @@ using ReturnMetas = std::vector<std::vector<std::optional<OutputMeta>>>;
 // Python error only for an interrupt raised while converting arguments.
 Outcome<std::optional<ReturnMetas>> propagate_tensor_meta(const OpDescriptor& op, PyObject* args,
                                                           PyObject* kwargs);
+
+// The one output of an elementwise op, of dtype `dtype`; nullopt when the
+// inputs do not broadcast (stock then raises its own error) or an argument
+// is not a DTensor or a Python number.
+std::optional<ReturnMetas> elementwise_tensor_meta(const OpDescriptor& op, PyObject* args,
+                                                   PyObject* kwargs, c10::ScalarType dtype);
 
 } // namespace torchshard

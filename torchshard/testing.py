@@ -8,18 +8,24 @@ in microseconds, and the native rule object itself for the C++ probes in
 ``torchshard._bench``:
 
 - :func:`route` puts one op on stock DTensor's path or on torchshard's;
-- :func:`native_rule` is the rule torchshard serves an op with.
+- :func:`native_rule` is the rule torchshard serves an op with;
+- :func:`coarse_decision_keys` makes shape-generic decision keys deliberately too
+  coarse (no size classes), so a test can show that verification catches the
+  decisions such keys wrongly share.
 """
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from typing import Literal
 
 from torch._ops import OpOverload
 
 from torchshard import _hook
+from torchshard._native import _C
 
-__all__ = ["native_rule", "route"]
+__all__ = ["coarse_decision_keys", "native_rule", "route"]
 
 
 def route(op: OpOverload, path: Literal["stock", "torchshard"]) -> None:
@@ -53,3 +59,16 @@ def native_rule(op: OpOverload) -> object:
     if rule is None:
         raise LookupError(f"torchshard has no rule for {op}; enable() it first")
     return rule
+
+
+@contextlib.contextmanager
+def coarse_decision_keys() -> Iterator[None]:
+    """Within the block, decision keys leave out every size class: calls that differ
+    only in sizes share one decision even where stock decides differently. Decisions
+    made inside stay in the caches; clear_cache() before and after."""
+    before = _C.coarse_decision_keys_for_testing()
+    _C.set_coarse_decision_keys_for_testing(True)
+    try:
+        yield
+    finally:
+        _C.set_coarse_decision_keys_for_testing(before)

@@ -7,6 +7,7 @@ namespace {
 std::atomic<size_t> configured_capacity{kDefaultCacheCapacity};
 std::atomic<bool> decisions_enabled{true};
 std::atomic<DecisionVerification> verification{DecisionVerification::kFirst};
+std::atomic<bool> coarse_decision_keys{false};
 } // namespace
 
 size_t cache_capacity() {
@@ -31,6 +32,14 @@ DecisionVerification decision_verification() {
 
 void set_decision_verification(DecisionVerification policy) {
   verification.store(policy, std::memory_order_relaxed);
+}
+
+bool coarse_decision_keys_for_testing() {
+  return coarse_decision_keys.load(std::memory_order_relaxed);
+}
+
+void set_coarse_decision_keys_for_testing(bool coarse) {
+  coarse_decision_keys.store(coarse, std::memory_order_relaxed);
 }
 
 } // namespace torchshard

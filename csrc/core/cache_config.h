@@ -29,4 +29,9 @@ enum class DecisionVerification : uint8_t { kFirst, kAlways, kNever };
 DecisionVerification decision_verification();
 void set_decision_verification(DecisionVerification policy);
 
+// For tests of the safety net only (torchshard.testing.coarse_decision_keys):
+// decision keys leave the size classes out, a key deliberately too coarse.
+bool coarse_decision_keys_for_testing();
+void set_coarse_decision_keys_for_testing(bool coarse);
+
 } // namespace torchshard

@@ -130,6 +130,9 @@ void init_cache_bindings(py::module_& module) {
                             policy + "'");
     }
   }, py::arg("policy"), "When a reused decision is checked against stock's propagation.");
+  module.def("set_coarse_decision_keys_for_testing", &set_coarse_decision_keys_for_testing,
+             py::arg("coarse"), "Decision keys without size classes (tests of the safety net).");
+  module.def("coarse_decision_keys_for_testing", &coarse_decision_keys_for_testing);
   module.def("decision_miss_names", [] {
     std::vector<std::string> names;
     for (size_t i = 0; i < kDecisionMissCount; ++i) {

@@ -26,6 +26,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from functools import partial
 from pathlib import Path
 
@@ -129,91 +130,91 @@ print("ok")
     assert result.stdout.strip() == "ok"
 
 
-def _write_module(directory: Path, name: str, source: str) -> None:
-    (directory / f"{name}.py").write_text(source)
-    importlib.invalidate_caches()
+class _HookedModules:
+    """Fresh modules in a directory on sys.path, each with an AfterImport hook that
+    records what the module held when the callback ran."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self.made: list[tuple[str, AfterImport]] = []
+
+    def write(self, name: str, source: str) -> None:
+        (self.directory / f"{name}.py").write_text(source)
+        importlib.invalidate_caches()
+
+    def make(self, name: str, source: str) -> tuple[AfterImport, list[str]]:
+        self.write(name, source)
+        calls: list[str] = []
+
+        def record() -> None:
+            module = sys.modules[name]
+            calls.append(f"{module.VALUE} {type(module.__loader__).__name__}")
+
+        hook = AfterImport(name, record)
+        self.made.append((name, hook))
+        return hook, calls
 
 
 @pytest.fixture
-def module_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+def hooked_modules(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[_HookedModules]:
+    """Every hook disarmed and every module unimported afterwards."""
     monkeypatch.syspath_prepend(str(tmp_path))
-    return tmp_path
+    modules = _HookedModules(tmp_path)
+    yield modules
+    for name, hook in modules.made:
+        hook.disarm()
+        sys.modules.pop(name, None)
 
 
-def _recording_hook(name: str) -> tuple[AfterImport, list[str]]:
-    calls: list[str] = []
-
-    def record() -> None:
-        module = sys.modules[name]
-        calls.append(f"{module.VALUE} {type(module.__loader__).__name__}")
-
-    return AfterImport(name, record), calls
-
-
-def test_after_import_runs_once_after_the_module_executed(module_dir: Path):
+def test_after_import_runs_once_after_the_module_executed(hooked_modules):
     name = "torchshard_issue14_after_import_once"
-    _write_module(module_dir, name, "VALUE = 'executed'\n")
-    hook, calls = _recording_hook(name)
+    hook, calls = hooked_modules.make(name, "VALUE = 'executed'\n")
     assert hook.arm()
-    try:
-        importlib.import_module(name)
-        assert calls == ["executed SourceFileLoader"]
-        assert not hook.is_armed()
-        importlib.reload(sys.modules[name])
-        assert calls == ["executed SourceFileLoader"]
-        # Imported already: arm() arms nothing and says so (the caller acts at once).
-        assert not hook.arm() and not hook.is_armed()
-    finally:
-        hook.disarm()
-        sys.modules.pop(name, None)
+    importlib.import_module(name)
+    assert calls == ["executed SourceFileLoader"]
+    assert not hook.is_armed()
+    importlib.reload(sys.modules[name])
+    assert calls == ["executed SourceFileLoader"]
+    # Imported already: arm() arms nothing and says so (the caller acts at once).
+    assert not hook.arm() and not hook.is_armed()
 
 
-def test_after_import_stays_armed_through_lookups_and_failed_imports(module_dir: Path):
+def test_after_import_stays_armed_through_lookups_and_failed_imports(hooked_modules):
     name = "torchshard_issue14_after_import_retry"
-    _write_module(module_dir, name, "raise RuntimeError('first import fails')\n")
-    hook, calls = _recording_hook(name)
-    hook.arm()
-    try:
-        assert importlib.util.find_spec(name) is not None
-        with pytest.raises(RuntimeError, match="first import fails"):
-            importlib.import_module(name)
-        assert hook.is_armed() and calls == []
-        _write_module(module_dir, name, "VALUE = 'second'\n")
+    hook, calls = hooked_modules.make(name, "raise RuntimeError('first import fails')\n")
+    assert hook.arm()
+    assert importlib.util.find_spec(name) is not None
+    with pytest.raises(RuntimeError, match="first import fails"):
         importlib.import_module(name)
-        assert calls == ["second SourceFileLoader"]
-    finally:
-        hook.disarm()
-        sys.modules.pop(name, None)
+    assert hook.is_armed() and calls == []
+    hooked_modules.write(name, "VALUE = 'second'\n")
+    importlib.import_module(name)
+    assert calls == ["second SourceFileLoader"]
 
 
-def test_disarmed_after_import_never_runs(module_dir: Path):
+def test_disarmed_after_import_never_runs(hooked_modules):
     name = "torchshard_issue14_after_import_disarmed"
-    _write_module(module_dir, name, "VALUE = 'executed'\n")
-    hook, calls = _recording_hook(name)
+    hook, calls = hooked_modules.make(name, "VALUE = 'executed'\n")
     hook.arm()
     hook.disarm()
-    try:
-        importlib.import_module(name)
-        assert calls == []
-    finally:
-        sys.modules.pop(name, None)
+    importlib.import_module(name)
+    assert calls == []
 
 
-def test_after_import_arm_waits_for_an_import_in_progress(module_dir: Path):
+def test_after_import_arm_waits_for_an_import_in_progress(hooked_modules):
     """enable() in one thread while another is importing torch.distributed.tensor: the
     module is in sys.modules before it has executed, so arm() must not answer "imported
     already" (the caller would install rules on a half-executed module) until it has."""
     name = "torchshard_issue14_after_import_concurrent"
-    _write_module(module_dir, name, "import builtins\n"
-                                    "builtins._torchshard_issue14_started.set()\n"
-                                    "builtins._torchshard_issue14_release.wait(60)\n"
-                                    "VALUE = 'executed'\n")
+    started, release, arming = threading.Event(), threading.Event(), threading.Event()
+    hook, calls = hooked_modules.make(name, "import builtins\n"
+                                            "started, release = builtins._torchshard_issue14_events\n"
+                                            "started.set()\n"
+                                            "release.wait(60)\n"
+                                            "VALUE = 'executed'\n")
     import builtins
-    builtins._torchshard_issue14_started = threading.Event()
-    builtins._torchshard_issue14_release = threading.Event()
-    hook, calls = _recording_hook(name)
+    builtins._torchshard_issue14_events = (started, release)
     seen_by_arm: list[tuple[bool, bool]] = []  # (arm's answer, module executed by then)
-    arming = threading.Event()
 
     def arm() -> None:
         arming.set()
@@ -224,20 +225,17 @@ def test_after_import_arm_waits_for_an_import_in_progress(module_dir: Path):
     armer = threading.Thread(target=arm)
     try:
         importer.start()
-        assert builtins._torchshard_issue14_started.wait(60)
+        assert started.wait(60)
         armer.start()
         assert arming.wait(60)
         time.sleep(0.2)  # time for an arm() that does not wait to answer early
-        builtins._torchshard_issue14_release.set()
+    finally:
+        release.set()
         importer.join(60)
         armer.join(60)
-        assert seen_by_arm == [(False, True)]
-        assert calls == [] and not hook.is_armed()
-    finally:
-        builtins._torchshard_issue14_release.set()
-        hook.disarm()
-        sys.modules.pop(name, None)
-        del builtins._torchshard_issue14_started, builtins._torchshard_issue14_release
+        del builtins._torchshard_issue14_events
+    assert seen_by_arm == [(False, True)]
+    assert calls == [] and not hook.is_armed()
 
 
 # ------------------------------------------- test_dtensor_op_db_nn_functional_threshold

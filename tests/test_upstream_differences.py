@@ -130,6 +130,31 @@ print("ok")
     assert result.stdout.strip() == "ok"
 
 
+def test_a_failed_install_leaves_the_programs_import_working_and_dtensor_stock(tmp_path: Path):
+    """The hook runs inside the program's import: a failure there (here: make_rule
+    raising, as on a torch whose DTensor torchshard does not recognise) must not fail
+    that import; torchshard warns and stays off."""
+    result = _python("""
+import sys, warnings
+import torchshard
+
+def refuse(*args, **kwargs):
+    raise ImportError("DTensor is not as torchshard expects")
+
+torchshard._C.make_rule = refuse
+with warnings.catch_warnings(record=True) as caught:
+    warnings.simplefilter("always")
+    import torch.distributed.tensor
+assert "torch.distributed.tensor" in sys.modules
+assert [w.category for w in caught] == [torchshard.TorchshardWarning], caught
+assert "DTensor is not as torchshard expects" in str(caught[0].message)
+assert not torchshard.is_enabled() and not torchshard.enabled_ops()
+print("ok")
+""", tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "ok"
+
+
 class _HookedModules:
     """Fresh modules in a directory on sys.path, each with an AfterImport hook that
     records what the module held when the callback ran."""

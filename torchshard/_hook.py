@@ -6,34 +6,50 @@ when a rule returns ``NotImplemented`` (evidence: docs/design.md). torchshard
 registers one native rule per op that DTensor has a sharding strategy or rule
 for (in the same registry ``register_torch_dispatch`` writes to, keeping each
 registration's handle so it can be removed alone), and follows ops registered later.
+
+The rules are installed once ``torch.distributed.tensor`` has been imported, by the
+program, never by torchshard: until then ``enable()`` only arms an import hook
+(torchshard/_after_import.py), so importing torchshard changes nothing stock can
+observe (that import registers DTensor as a weights_only-safe global for
+``torch.load``; docs/design.md).
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import sys
 import threading
+import warnings
 from collections.abc import Iterator
 
 from torch._library import simple_registry
 from torch._ops import OpOverload
-from torch.distributed.tensor import DTensor
 
+from torchshard._after_import import AfterImport
 from torchshard._families import is_shape_generic
-from torchshard._native import _C
+from torchshard._native import _C, TorchshardWarning
 
 log = logging.getLogger("torchshard")
 
 _lock = threading.RLock()
 _rules: dict[OpOverload, object] = {}  # built once per op, reused across enable/disable
-_enabled = False
+_enabled = False  # what enable()/disable() asked for; the rules follow once DTensor is imported
 # One registration handle per op we installed a rule for; destroying it removes
 # exactly that rule (torch.library.register_torch_dispatch registers the same way).
 _registrations: dict[OpOverload, object] = {}
 
 
+_DTENSOR_MODULE = "torch.distributed.tensor"
+
+
+def _dtensor() -> type:
+    # Reached only once the program has imported torch.distributed.tensor.
+    return sys.modules[_DTENSOR_MODULE].DTensor
+
+
 def _propagator():
-    return DTensor._op_dispatcher.sharding_propagator
+    return _dtensor()._op_dispatcher.sharding_propagator
 
 
 def _strategy_ops() -> list[OpOverload]:
@@ -92,7 +108,7 @@ def _rule_for(op: OpOverload):
     rule = _rules.get(op)
     if rule is None:
         propagator = _propagator()
-        dispatcher = DTensor._op_dispatcher
+        dispatcher = _dtensor()._op_dispatcher
         info = propagator.op_to_schema_info.get(op) or (
             propagator.op_to_schema_info_for_single_dim_strategy.get(op)
         )
@@ -112,12 +128,13 @@ def _rule_for(op: OpOverload):
 def _install(op: OpOverload) -> None:
     if op in _registrations:
         return
-    if simple_registry.find_torch_dispatch_rule(op, DTensor) is not None:
+    dtensor = _dtensor()
+    if simple_registry.find_torch_dispatch_rule(op, dtensor) is not None:
         # Someone else owns this (op, DTensor) rule; never override it.
         log.debug("torchshard: %s already has a DTensor rule; leaving it alone", op)
         return
     rules = simple_registry.singleton.find(op.__qualname__).torch_dispatch_rules
-    _registrations[op] = rules.register(DTensor, _rule_for(op))
+    _registrations[op] = rules.register(dtensor, _rule_for(op))
 
 
 def _uninstall(op: OpOverload) -> None:
@@ -156,17 +173,51 @@ def _follow_registrations() -> None:
     propagator._torchshard_follows = True
 
 
-def enable() -> None:
-    """Route DTensor ops through torchshard's native path (idempotent)."""
-    global _enabled
+def _install_all() -> None:
+    """A rule for every op DTensor has a strategy for, if still enabled (ops that have
+    one already are skipped)."""
     with _lock:
-        if _enabled:
+        if not _enabled:
             return
         _follow_registrations()
         for op in _strategy_ops():
             _install(op)
-        _enabled = True
         log.debug("torchshard: enabled for %d DTensor ops", len(_registrations))
+
+
+def _install_after_dtensor_import() -> None:
+    # Runs inside the program's `import torch.distributed.tensor`: an exception here
+    # would fail that import, so a failure leaves DTensor stock and says why.
+    global _enabled
+    try:
+        _install_all()
+    except Exception as error:  # noqa: BLE001 - reported as a warning, DTensor stays stock
+        with _lock:
+            for op in list(_registrations):
+                _uninstall(op)
+            _enabled = False
+        warnings.warn(f"torchshard could not install its DTensor rules and is disabled: "
+                      f"{type(error).__name__}: {error}", TorchshardWarning)
+
+
+_install_on_dtensor_import = AfterImport(_DTENSOR_MODULE, _install_after_dtensor_import)
+
+
+def enable() -> None:
+    """Route DTensor ops through torchshard's native path (idempotent).
+
+    If ``torch.distributed.tensor`` has not been imported yet, the rules are installed
+    right after the program imports it; ``enable()`` itself never imports it.
+    """
+    global _enabled
+    with _lock:
+        if _enabled:
+            return
+        _enabled = True
+    # Outside _lock: arm() takes the module's import lock, which an import in progress
+    # holds while its hook takes _lock.
+    if not _install_on_dtensor_import.arm():
+        _install_all()  # imported already (and completely: see AfterImport.arm)
 
 
 def disable() -> None:
@@ -175,6 +226,7 @@ def disable() -> None:
     with _lock:
         if not _enabled:
             return
+        _install_on_dtensor_import.disarm()
         for op in list(_registrations):
             _uninstall(op)
         _enabled = False
@@ -182,6 +234,8 @@ def disable() -> None:
 
 
 def is_enabled() -> bool:
+    """Whether torchshard is on: its rules are installed, or will be as soon as
+    ``torch.distributed.tensor`` is imported."""
     return _enabled
 
 

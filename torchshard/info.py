@@ -15,6 +15,8 @@ def collect() -> dict[str, object]:
     return {
         "torchshard": torchshard.__version__,
         "enabled": torchshard.is_enabled(),
+        # The rules are installed when the program imports torch.distributed.tensor.
+        "dtensor_imported": "torch.distributed.tensor" in sys.modules,
         "ops_with_native_rules": len(torchshard.enabled_ops()),
         "cache_capacity_per_thread": torchshard.cache_capacity(),
         "built_with": {
@@ -43,6 +45,9 @@ def _print(data: dict[str, object], indent: int = 0) -> None:
 
 
 def main() -> int:
+    # As a DTensor program would: the report then counts the rules such a program gets.
+    import torch.distributed.tensor  # noqa: F401
+
     _print(collect())
     return 0
 

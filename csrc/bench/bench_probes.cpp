@@ -49,6 +49,9 @@ void floor_rule_dealloc(PyObject* self) {
 PyTypeObject* floor_rule_type = nullptr;  // created once, lives as long as the module
 
 py::object make_floor_rule(py::object result, bool fresh_wrapper) {
+  if (!init_py_refs()) {  // a floor rule may be the process's first rule (py_refs.h)
+    throw py::error_already_set();
+  }
   if (fresh_wrapper && Py_TYPE(result.ptr()) != py_refs().dtensor_type) {
     throw py::type_error("a fresh-wrapper floor rule needs one DTensor result");
   }

@@ -2,10 +2,15 @@
 // the life of the process: the DTensor type and its slot offsets, DTensor's
 // constructor, the op dispatcher, and interned attribute names.
 //
-// Invariants: initialized once by init_py_refs() under the GIL at module
-// import; the references are deliberately never released (they must stay
-// valid until the process ends, including during interpreter finalization,
-// and are owned by modules that outlive us anyway).
+// Invariants: initialized by init_py_refs() under the GIL when the first rule
+// is made (make_rule, and the benchmark's make_floor_rule), never at module
+// import: importing torchshard must leave torch.distributed.tensor unimported
+// until the program imports it (that import is observable: it registers
+// DTensor as a weights_only-safe global for torch.load; docs/design.md). Every
+// other use of py_refs() is reached only through a rule, so after that init.
+// The references are deliberately never released (they must stay valid until
+// the process ends, including during interpreter finalization, and are owned
+// by modules that outlive us anyway).
 #pragma once
 
 #include "csrc/core/export.h"
@@ -57,9 +62,10 @@ struct PyRefs {
 // Valid after init_py_refs() returned true.
 TORCHSHARD_API const PyRefs& py_refs();
 
-// Imports torch.distributed.tensor and fills PyRefs. Sets a Python error and
-// returns false if DTensor does not look as torchshard expects.
-bool init_py_refs();
+// Imports torch.distributed.tensor and fills PyRefs, once (later calls return
+// true at once). Sets a Python error and returns false if DTensor does not
+// look as torchshard expects; nothing is kept then, and the next call retries.
+TORCHSHARD_API bool init_py_refs();
 
 inline PyObject** slot_address(PyObject* object, Py_ssize_t offset) {
   return reinterpret_cast<PyObject**>(reinterpret_cast<char*>(object) + offset);

@@ -6,7 +6,6 @@
 #include "csrc/core/op_key.h"
 #include "csrc/python/module/cache_bindings.h"
 #include "csrc/python/module/native_rule.h"
-#include "csrc/python/interop/py_refs.h"
 #include "csrc/python/interop/spec_equality.h"
 
 #include <absl/base/config.h>
@@ -17,9 +16,8 @@
 
 PYBIND11_MODULE(_C, module) {
   module.doc() = "torchshard native DTensor dispatch";
-  if (!torchshard::init_py_refs()) {
-    throw py::error_already_set();
-  }
+  // DTensor's objects are looked up when the first rule is made, not here:
+  // importing torchshard must not import torch.distributed.tensor (py_refs.h).
   torchshard::set_spec_comparator(&torchshard::match_spec_handles);
   torchshard::init_rule_bindings(module);
   torchshard::init_cache_bindings(module);

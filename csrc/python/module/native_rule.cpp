@@ -1,6 +1,7 @@
 #include "csrc/python/module/native_rule.h"
 
 #include "csrc/python/hit/dispatch.h"
+#include "csrc/python/interop/py_refs.h"
 #include "csrc/python/interop/vectorcall_type.h"
 
 #include <memory>
@@ -55,6 +56,9 @@ PyTypeObject* native_rule_type = nullptr;
 
 py::object make_rule(py::handle overload, int64_t static_argnum, bool value_blind_scalars,
                      bool is_random, bool has_custom_handler, bool shape_generic) {
+  if (!init_py_refs()) {  // the first rule: DTensor has been imported by now (py_refs.h)
+    throw py::error_already_set();
+  }
   RuntimeSchemaInfo info{static_argnum, value_blind_scalars};
   OpTraits traits{is_random, has_custom_handler, shape_generic};
   auto op = std::make_unique<OpDescriptor>(overload.ptr(), std::move(info), traits);

@@ -26,9 +26,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 from differential import assert_same_runs, run_side
-from dtensor_cases import P, R, S0, S1, S2, D, Inputs, L, placements_id
+from dtensor_cases import R, S0, S1, D, Inputs, L, placements_id
+from dtensor_compare import assert_same_result
 from torch.distributed.device_mesh import DeviceMesh
-from torch.distributed.tensor import DTensor, Replicate, Shard, distribute_tensor
+from torch.distributed.tensor import DTensor, distribute_tensor
 
 import torchshard
 
@@ -235,3 +236,64 @@ def test_every_reuse_agrees_with_stock_propagation(case: Case, mesh_name: str,
     reasons = counters["miss_reasons"]
     assert reasons.get("conflict", 0) == 0, reasons
     assert counters["decision_hits"] == 0, "with 'always' every reuse is checked"
+
+
+# ---------------------------------------------------------------------- the safety net
+
+
+def test_verification_catches_a_decision_key_that_is_too_coarse(
+        mesh_1d: DeviceMesh, caplog: pytest.LogCaptureFixture) -> None:
+    """Decision keys without size classes make a (1, 8) * (1, 8) call share the decision
+    of (8, 8) * (1, 8), where stock decides otherwise (a size-1 dimension cannot stay
+    sharded over a mesh of 4). With the default policy the first reuse is checked: the
+    conflict is counted, logged once with the op and both answers, stock's answer is
+    returned, and the decision is never reused again."""
+    from torchshard.testing import coarse_decision_keys
+
+    def call(n: int) -> Any:
+        x = distribute_tensor(torch.arange(n * 8.0).reshape(n, 8), mesh_1d, [S0])
+        y = distribute_tensor(torch.arange(8.0).reshape(1, 8), mesh_1d, [R])
+        return x * y
+
+    sizes = (8, 1, 1, 12)
+    with torchshard.disabled():
+        expected = []
+        for n in sizes:
+            clear_stock_caches()
+            expected.append(call(n))
+    torchshard.clear_cache()
+    torchshard.reset_stats()
+    with verification("first"), coarse_decision_keys(), caplog.at_level(logging.WARNING, "torchshard"):
+        results = [call(n) for n in sizes]
+    torchshard.clear_cache()  # the coarse decisions must not outlive the test
+    for n, stock, ours in zip(sizes, expected, results):
+        assert_same_result(stock, ours, path=f"n={n}")
+    reasons = torchshard.stats()["miss_reasons"]
+    # 8: a new layout; 1: the first reuse, checked, conflicts; 1 again: exact hit;
+    # 12: the retired decision is not reused.
+    assert reasons == {"new_layout": 1, "conflict": 1, "retired_decision": 1}, reasons
+    conflicts = [r for r in caplog.records if "disagreed" in r.getMessage()]
+    assert len(conflicts) == 1, [r.getMessage() for r in caplog.records]
+    assert "aten::mul.Tensor" in conflicts[0].getMessage()
+
+
+def test_verification_never_trusts_the_coarse_key(mesh_1d: DeviceMesh) -> None:
+    """The same coarse key with verification off reuses the wrong decision: the check
+    above is what stands between such a key and a wrong placement (this test shows the
+    conflict is real, not an artefact of the check)."""
+    from torchshard.testing import coarse_decision_keys
+
+    def call(n: int) -> Any:
+        x = distribute_tensor(torch.arange(n * 8.0).reshape(n, 8), mesh_1d, [S0])
+        y = distribute_tensor(torch.arange(8.0).reshape(1, 8), mesh_1d, [R])
+        return x * y
+
+    with torchshard.disabled():
+        clear_stock_caches()
+        stock = call(1)
+    torchshard.clear_cache()
+    with verification("never"), coarse_decision_keys():
+        call(8)
+        ours = call(1)
+    torchshard.clear_cache()
+    assert ours.placements != stock.placements, (ours.placements, stock.placements)

@@ -205,7 +205,9 @@ def test_to_dict_round_trip(known_report):
         "calls": 3,
         "native_calls": 3,
         "hits": 2,
+        "decision_hits": 0,
         "misses": 1,
+        "miss_reasons": {"new_layout": 1},
         "declines": {},
     }
     assert [entry["op"] for entry in data["ops"]] == [op.op for op in known_report.ops]
@@ -236,16 +238,17 @@ def test_table_contents(known_report):
     lines = known_report.table().splitlines()
     assert len(lines) == 1 + 1 + len(known_report.ops) + 1 + 1
     header, rule, *rows, rule_again, total = lines
-    assert _cells(header) == ["op", "calls", "native", "hits", "misses", "declined", "decline", "reasons"]
+    assert _cells(header) == ["op", "calls", "native", "hits", "decision_hits", "misses", "declined",
+                              "decline", "reasons"]
     assert set(rule.replace(" ", "")) == {"-"}
     assert rule_again == rule
     assert [_cells(row) for row in rows] == [
-        [ADD, "3", "3", "2", "1", "0"],
-        [MM, "2", "2", "1", "1", "0"],
-        [VIEW, "2", "2", "1", "1", "0"],
-        [RAND_LIKE, "1", "0", "0", "0", "1", "random_op=1"],
+        [ADD, "3", "3", "2", "0", "1", "0"],
+        [MM, "2", "2", "1", "0", "1", "0"],
+        [VIEW, "2", "2", "1", "0", "1", "0"],
+        [RAND_LIKE, "1", "0", "0", "0", "0", "1", "random_op=1"],
     ]
-    assert _cells(total) == ["total", "8", "7", "4", "3", "1", "native", "87.5%"]
+    assert _cells(total) == ["total", "8", "7", "4", "0", "3", "1", "native", "87.5%"]
     assert total.endswith("native 87.5%")
     # Columns line up: every line's numeric columns end where the header's do.
     calls_end = header.index("calls") + len("calls")
@@ -326,7 +329,7 @@ def test_empty_block():
     }
     lines = stream.getvalue().splitlines()
     assert len(lines) == 4  # header, rule, rule, total
-    assert _cells(lines[-1]) == ["total", "0", "0", "0", "0", "0", "native", "100.0%"]
+    assert _cells(lines[-1]) == ["total", "0", "0", "0", "0", "0", "0", "native", "100.0%"]
 
 
 # --- nesting, exceptions, threads, lifetime -----------------------------------------------

@@ -17,6 +17,7 @@ reuse: no conflict may show up.
 from __future__ import annotations
 
 import contextlib
+import threading
 import logging
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -297,3 +298,51 @@ def test_verification_never_trusts_the_coarse_key(mesh_1d: DeviceMesh) -> None:
         ours = call(1)
     torchshard.clear_cache()
     assert ours.placements != stock.placements, (ours.placements, stock.placements)
+
+
+# ------------------------------------------------------------------ the silent-miss alarm
+
+
+def test_persistent_misses_after_warm_up_warn_once(mesh_1d: DeviceMesh) -> None:
+    """After a warm-up window of 10,000 calls, a window in which more than half of a
+    thread's calls ran stock's propagation issues one TorchshardWarning naming the top ops
+    and the reasons; later windows do not warn again. (A fresh thread, so its windows
+    start with the test; shape-generic decisions off, so every new shape misses.)"""
+    from torchshard.testing import miss_alarm_armed
+
+    window = 10_000
+    x = distribute_tensor(torch.ones(4, 4), mesh_1d, [S0])
+    outcome: dict[str, Any] = {}
+
+    def calls() -> None:
+        import warnings
+
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            for _ in range(window):  # warm-up: hits after the first call
+                x + x
+            outcome["after_warm_up"] = len(caught)
+            for i in range(window):  # 60% new shapes
+                n = 8 + i if i % 5 < 3 else 4
+                (x if n == 4 else DTensor.from_local(torch.ones(2, 4), mesh_1d, [S0], run_check=False,
+                                                     shape=(n, 4), stride=(4, 1))).add(1)
+            outcome["after_misses"] = [str(w.message) for w in caught if w.category is torchshard.TorchshardWarning]
+            for i in range(window):  # still missing: no second warning
+                DTensor.from_local(torch.ones(2, 4), mesh_1d, [S0], run_check=False,
+                                   shape=(window + i, 4), stride=(4, 1)).add(1)
+            outcome["at_end"] = [w for w in caught if w.category is torchshard.TorchshardWarning]
+
+    before = torchshard.shape_generic()
+    torchshard.set_shape_generic(False)
+    try:
+        with miss_alarm_armed():
+            thread = threading.Thread(target=calls)
+            thread.start()
+            thread.join()
+    finally:
+        torchshard.set_shape_generic(before)
+    assert outcome["after_warm_up"] == 0
+    (message,) = outcome["after_misses"]
+    assert "ran stock's sharding propagation" in message
+    assert "aten::add.Tensor" in message and "op_not_shape_generic=" in message
+    assert len(outcome["at_end"]) == 1

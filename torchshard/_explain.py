@@ -89,8 +89,8 @@ class ExplainReport:
         }
 
     def table(self) -> str:
-        header = ("op", "calls", "native", "hits", "decision hits", "misses", "declined",
-                  "miss and decline reasons")
+        header = ("op", "calls", "native", "hits", "decision_hits", "misses", "declined",
+                  "decline reasons")
         rows = [
             (
                 op.op,
@@ -100,8 +100,7 @@ class ExplainReport:
                 str(op.decision_hits),
                 str(op.misses),
                 str(op.declined),
-                ", ".join(f"{reason}={n}" for reason, n in
-                          sorted({**op.miss_reasons, **op.declines}.items())),
+                ", ".join(f"{reason}={n}" for reason, n in sorted(op.declines.items())),
             )
             for op in self.ops
         ]

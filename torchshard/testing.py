@@ -11,7 +11,9 @@ in microseconds, and the native rule object itself for the C++ probes in
 - :func:`native_rule` is the rule torchshard serves an op with;
 - :func:`coarse_decision_keys` makes shape-generic decision keys deliberately too
   coarse (no size classes), so a test can show that verification catches the
-  decisions such keys wrongly share.
+  decisions such keys wrongly share;
+- :func:`miss_alarm_armed` arms or silences the once-per-process warning about calls
+  that keep missing after warm-up (a test suite misses on purpose all the time).
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from torch._ops import OpOverload
 from torchshard import _hook
 from torchshard._native import _C
 
-__all__ = ["coarse_decision_keys", "native_rule", "route"]
+__all__ = ["coarse_decision_keys", "miss_alarm_armed", "native_rule", "route"]
 
 
 def route(op: OpOverload, path: Literal["stock", "torchshard"]) -> None:
@@ -72,3 +74,15 @@ def coarse_decision_keys() -> Iterator[None]:
         yield
     finally:
         _C.set_coarse_decision_keys_for_testing(before)
+
+
+@contextlib.contextmanager
+def miss_alarm_armed(armed: bool = True) -> Iterator[None]:
+    """Within the block, the silent-miss alarm can fire (``armed``) or cannot; the
+    previous state is restored after."""
+    before = _C.miss_alarm_armed()
+    _C.set_miss_alarm_armed(armed)
+    try:
+        yield
+    finally:
+        _C.set_miss_alarm_armed(before)

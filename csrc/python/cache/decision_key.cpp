@@ -45,9 +45,30 @@ PyObject* layout_tuple(PyObject* spec) {
   return tuple;
 }
 
-// A new entry: (id, mesh.size()) as a tuple of two ints.
+// 1 if a placement is a _StridedShard, 0 if none is, -1 on error.
+int has_strided_shard(PyObject* placements) {
+  PyObject* sequence = PySequence_Fast(placements, "placements must be a sequence");
+  if (sequence == nullptr) {
+    return -1;
+  }
+  int found = 0;
+  for (Py_ssize_t i = 0; i < PySequence_Fast_GET_SIZE(sequence) && found == 0; ++i) {
+    found = PyObject_IsInstance(PySequence_Fast_ITEMS(sequence)[i], py_refs().strided_shard_type);
+  }
+  Py_DECREF(sequence);
+  return found;
+}
+
+// A new entry: (id, mesh.size()) as a tuple of two ints. A layout with a
+// _StridedShard gets mesh size 0: whether its dimension shards evenly also
+// depends on the split factor, which the size classes do not hold, so such
+// calls keep exact keys.
 PyObject* new_layout_entry(PyObject* layout) {
-  PyObject* mesh_size = PyObject_CallMethod(PyTuple_GET_ITEM(layout, 0), "size", nullptr);
+  const int strided = has_strided_shard(PyTuple_GET_ITEM(layout, 1));
+  if (strided < 0) {
+    return nullptr;
+  }
+  PyObject* mesh_size = strided ? PyLong_FromLong(0) : PyObject_CallMethod(PyTuple_GET_ITEM(layout, 0), "size", nullptr);
   if (mesh_size == nullptr) {
     return nullptr;
   }
@@ -143,7 +164,7 @@ Outcome<LayoutTable::Layout> LayoutTable::layout_of(PyObject* spec) {
     return failed_python_call();
   }
   if (mesh_size < 1) {
-    return Failure::decline(DeclineReason::kUnsupportedArg);
+    return Failure::decline(DeclineReason::kUnsupportedArg);  // a _StridedShard layout
   }
   return Layout{id, mesh_size};
 }

@@ -82,6 +82,17 @@ OpDescriptor::OpDescriptor(PyObject* overload, RuntimeSchemaInfo info, OpTraits 
                   [](const c10::Argument& a) { return is_elementwise_argument_type(a.real_type()); });
 }
 
+std::string OpDescriptor::display_name() const {
+  const auto& name = schema().operator_name();
+  if (name.overload_name.empty()) {
+    return name.name;
+  }
+  std::string text = name.name;
+  text += '.';
+  text += name.overload_name;
+  return text;
+}
+
 OpDescriptor::~OpDescriptor() {
   // Descriptors die with their rule object, i.e. with the GIL held.
   for (PyObject* name : argument_names_) {

@@ -70,6 +70,8 @@ class OpDescriptor {
 
   const c10::OperatorHandle& handle() const { return handle_; }
   const c10::FunctionSchema& schema() const { return handle_.schema(); }
+  // "aten::add.Tensor": the name explain(), warnings and logs use.
+  std::string display_name() const;
   PyObject* overload() const { return overload_; }
   // Unique for the life of the process (never reused, unlike an address).
   uint64_t key_id() const { return key_id_; }

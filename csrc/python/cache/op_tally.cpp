@@ -23,11 +23,6 @@ OpTallies& tallies() {
   return *instance;
 }
 
-std::string op_name(const OpDescriptor& op) {
-  const auto& name = op.schema().operator_name();
-  return name.overload_name.empty() ? name.name : name.name + "." + name.overload_name;
-}
-
 } // namespace
 
 void record_op_call(const OpDescriptor& op, const CallOutcome& outcome) {
@@ -35,7 +30,7 @@ void record_op_call(const OpDescriptor& op, const CallOutcome& outcome) {
   std::lock_guard<std::mutex> lock(state.mutex);
   auto [it, inserted] = state.by_op.try_emplace(op.key_id());
   if (inserted) {
-    it->second.first = op_name(op);
+    it->second.first = op.display_name();
   }
   it->second.second.record(outcome);
 }

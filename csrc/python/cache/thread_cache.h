@@ -32,6 +32,7 @@
 #include "csrc/core/outcome.h"
 #include "csrc/python/cache/cache_entry.h"
 #include "csrc/python/cache/decision_store.h"
+#include "csrc/python/cache/miss_alarm.h"
 
 #include <vector>
 
@@ -60,6 +61,7 @@ class TORCHSHARD_API ThreadCache {
   void insert_decision(const OpKey& key, DecisionPtr decision);
 
   DispatchCounters& counters() { return counters_; }
+  MissAlarm& miss_alarm() { return miss_alarm_; }
   // Scratch key reused by every call on this thread, so building a key does
   // not allocate in steady state.
   OpKey& probe_key() { return probe_key_; }
@@ -79,6 +81,7 @@ class TORCHSHARD_API ThreadCache {
   bool inside_map_ = false;
   bool clear_requested_ = false;
   DispatchCounters counters_;
+  MissAlarm miss_alarm_;
   OpKey probe_key_;
   unsigned long thread_ident_;
 };

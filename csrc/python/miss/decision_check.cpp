@@ -97,7 +97,7 @@ Status log_conflict(const OpDescriptor& op, const CacheEntry& reused, const Cach
     py::module_::import("logging").attr("getLogger")("torchshard").attr("warning")(
         "torchshard: a shape-generic decision for %s disagreed with stock DTensor's propagation; "
         "stock's answer is used and the decision is never reused. decision: %s; stock: %s",
-        op.schema().operator_name().name + (op.schema().overload_name().empty() ? "" : "." + op.schema().overload_name()),
+        op.display_name(),
         describe(reused), describe(stock));
     return success();
   });

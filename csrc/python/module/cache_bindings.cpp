@@ -3,6 +3,7 @@
 #include "csrc/core/cache_config.h"
 #include "csrc/core/decision_miss.h"
 #include "csrc/core/decline_reason.h"
+#include "csrc/python/cache/miss_alarm.h"
 #include "csrc/python/cache/op_tally.h"
 #include "csrc/python/cache/thread_cache.h"
 
@@ -133,6 +134,9 @@ void init_cache_bindings(py::module_& module) {
   module.def("set_coarse_decision_keys_for_testing", &set_coarse_decision_keys_for_testing,
              py::arg("coarse"), "Decision keys without size classes (tests of the safety net).");
   module.def("coarse_decision_keys_for_testing", &coarse_decision_keys_for_testing);
+  module.def("set_miss_alarm_armed", &set_miss_alarm_armed, py::arg("armed"),
+             "Whether the once-per-process silent-miss warning can still fire.");
+  module.def("miss_alarm_armed", &miss_alarm_armed);
   module.def("decision_miss_names", [] {
     std::vector<std::string> names;
     for (size_t i = 0; i < kDecisionMissCount; ++i) {

@@ -303,6 +303,7 @@ def test_verification_never_trusts_the_coarse_key(mesh_1d: DeviceMesh) -> None:
 # ------------------------------------------------------------------ the silent-miss alarm
 
 
+@pytest.mark.slow
 def test_persistent_misses_after_warm_up_warn_once(mesh_1d: DeviceMesh) -> None:
     """After a warm-up window of 10,000 calls, a window in which more than half of a
     thread's calls ran stock's propagation issues one TorchshardWarning naming the top ops

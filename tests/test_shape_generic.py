@@ -16,10 +16,9 @@ reuse: no conflict may show up.
 
 from __future__ import annotations
 
-import contextlib
 import threading
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -33,6 +32,7 @@ from torch.distributed.device_mesh import DeviceMesh
 from torch.distributed.tensor import DTensor, distribute_tensor
 
 import torchshard
+from torchshard.testing import coarse_decision_keys, decision_verification, miss_alarm_armed
 
 pytestmark = pytest.mark.usefixtures("fresh_torchshard")
 
@@ -46,16 +46,6 @@ def clear_stock_caches() -> None:
     propagator = DTensor._op_dispatcher.sharding_propagator
     propagator.propagate_op_sharding.cache_clear()
     propagator._propagate_tensor_meta_cached.cache_clear()
-
-
-@contextlib.contextmanager
-def verification(policy: str) -> Iterator[None]:
-    before = torchshard.decision_verification()
-    torchshard.set_decision_verification(policy)
-    try:
-        yield
-    finally:
-        torchshard.set_decision_verification(before)
 
 
 @dataclass(frozen=True)
@@ -198,7 +188,7 @@ def sweep(case: Case, mesh: DeviceMesh, placements: tuple[Any, ...]) -> dict[str
 @pytest.mark.parametrize(("case", "mesh_name", "placements"), PARAMS)
 def test_new_shapes_match_fresh_stock(case: Case, mesh_name: str, placements: tuple[Any, ...],
                                       mesh_1d: DeviceMesh, mesh_2d: DeviceMesh) -> None:
-    with verification("never"):
+    with decision_verification("never"):
         counters = sweep(case, mesh_1d if mesh_name == "1d" else mesh_2d, placements)
     assert counters["native_calls"] > 0, counters
     # Not every pattern can reuse (a sharded softmax dim redistributes), but every
@@ -217,7 +207,7 @@ def test_every_family_reused_decisions(mesh_1d: DeviceMesh, mesh_2d: DeviceMesh)
     for case in CASES:
         if case.name not in _REUSE:
             hits = 0
-            with verification("never"):
+            with decision_verification("never"):
                 for mesh_name, mesh in (("1d", mesh_1d), ("2d", mesh_2d)):
                     for placements in _placements(case, mesh_name):
                         hits += sweep(case, mesh, placements)["decision_hits"]
@@ -232,7 +222,7 @@ def test_every_family_reused_decisions(mesh_1d: DeviceMesh, mesh_2d: DeviceMesh)
 def test_every_reuse_agrees_with_stock_propagation(case: Case, mesh_name: str,
                                                    placements: tuple[Any, ...],
                                                    mesh_1d: DeviceMesh, mesh_2d: DeviceMesh) -> None:
-    with verification("always"):
+    with decision_verification("always"):
         counters = sweep(case, mesh_1d if mesh_name == "1d" else mesh_2d, placements)
     reasons = counters["miss_reasons"]
     assert reasons.get("conflict", 0) == 0, reasons
@@ -249,8 +239,6 @@ def test_verification_catches_a_decision_key_that_is_too_coarse(
     sharded over a mesh of 4). With the default policy the first reuse is checked: the
     conflict is counted, logged once with the op and both answers, stock's answer is
     returned, and the decision is never reused again."""
-    from torchshard.testing import coarse_decision_keys
-
     def call(n: int) -> Any:
         x = distribute_tensor(torch.arange(n * 8.0).reshape(n, 8), mesh_1d, [S0])
         y = distribute_tensor(torch.arange(8.0).reshape(1, 8), mesh_1d, [R])
@@ -264,7 +252,7 @@ def test_verification_catches_a_decision_key_that_is_too_coarse(
             expected.append(call(n))
     torchshard.clear_cache()
     torchshard.reset_stats()
-    with verification("first"), coarse_decision_keys(), caplog.at_level(logging.WARNING, "torchshard"):
+    with decision_verification("first"), coarse_decision_keys(), caplog.at_level(logging.WARNING, "torchshard"):
         results = [call(n) for n in sizes]
     torchshard.clear_cache()  # the coarse decisions must not outlive the test
     for n, stock, ours in zip(sizes, expected, results):
@@ -282,8 +270,6 @@ def test_verification_never_trusts_the_coarse_key(mesh_1d: DeviceMesh) -> None:
     """The same coarse key with verification off reuses the wrong decision: the check
     above is what stands between such a key and a wrong placement (this test shows the
     conflict is real, not an artefact of the check)."""
-    from torchshard.testing import coarse_decision_keys
-
     def call(n: int) -> Any:
         x = distribute_tensor(torch.arange(n * 8.0).reshape(n, 8), mesh_1d, [S0])
         y = distribute_tensor(torch.arange(8.0).reshape(1, 8), mesh_1d, [R])
@@ -293,7 +279,7 @@ def test_verification_never_trusts_the_coarse_key(mesh_1d: DeviceMesh) -> None:
         clear_stock_caches()
         stock = call(1)
     torchshard.clear_cache()
-    with verification("never"), coarse_decision_keys():
+    with decision_verification("never"), coarse_decision_keys():
         call(8)
         ours = call(1)
     torchshard.clear_cache()
@@ -309,8 +295,6 @@ def test_persistent_misses_after_warm_up_warn_once(mesh_1d: DeviceMesh) -> None:
     thread's calls ran stock's propagation issues one TorchshardWarning naming the top ops
     and the reasons; later windows do not warn again. (A fresh thread, so its windows
     start with the test; shape-generic decisions off, so every new shape misses.)"""
-    from torchshard.testing import miss_alarm_armed
-
     window = 10_000
     x = distribute_tensor(torch.ones(4, 4), mesh_1d, [S0])
     outcome: dict[str, Any] = {}

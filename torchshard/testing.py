@@ -19,15 +19,15 @@ in microseconds, and the native rule object itself for the C++ probes in
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
-from typing import Literal
+from collections.abc import Callable, Iterator
+from typing import Any, Literal
 
 from torch._ops import OpOverload
 
 from torchshard import _hook
 from torchshard._native import _C
 
-__all__ = ["coarse_decision_keys", "miss_alarm_armed", "native_rule", "route"]
+__all__ = ["coarse_decision_keys", "decision_verification", "miss_alarm_armed", "native_rule", "route"]
 
 
 def route(op: OpOverload, path: Literal["stock", "torchshard"]) -> None:
@@ -64,25 +64,29 @@ def native_rule(op: OpOverload) -> object:
 
 
 @contextlib.contextmanager
-def coarse_decision_keys() -> Iterator[None]:
+def _temporarily(get: Callable[[], Any], set_to: Callable[[Any], None], value: Any) -> Iterator[None]:
+    before = get()
+    set_to(value)
+    try:
+        yield
+    finally:
+        set_to(before)
+
+
+def coarse_decision_keys() -> contextlib.AbstractContextManager[None]:
     """Within the block, decision keys leave out every size class: calls that differ
     only in sizes share one decision even where stock decides differently. Decisions
     made inside stay in the caches; clear_cache() before and after."""
-    before = _C.coarse_decision_keys_for_testing()
-    _C.set_coarse_decision_keys_for_testing(True)
-    try:
-        yield
-    finally:
-        _C.set_coarse_decision_keys_for_testing(before)
+    return _temporarily(_C.coarse_decision_keys_for_testing, _C.set_coarse_decision_keys_for_testing, True)
 
 
-@contextlib.contextmanager
-def miss_alarm_armed(armed: bool = True) -> Iterator[None]:
+def miss_alarm_armed(armed: bool = True) -> contextlib.AbstractContextManager[None]:
     """Within the block, the silent-miss alarm can fire (``armed``) or cannot; the
     previous state is restored after."""
-    before = _C.miss_alarm_armed()
-    _C.set_miss_alarm_armed(armed)
-    try:
-        yield
-    finally:
-        _C.set_miss_alarm_armed(before)
+    return _temporarily(_C.miss_alarm_armed, _C.set_miss_alarm_armed, armed)
+
+
+def decision_verification(policy: str) -> contextlib.AbstractContextManager[None]:
+    """Within the block, reused decisions are checked against stock's propagation by
+    ``policy`` (``torchshard.set_decision_verification``)."""
+    return _temporarily(_C.decision_verification, _C.set_decision_verification, policy)

@@ -1,5 +1,7 @@
 #include "csrc/core/decision_miss.h"
 
+#include "csrc/core/enum_names.h"
+
 namespace torchshard {
 
 std::string_view decision_miss_name(DecisionMiss reason) {
@@ -14,8 +16,7 @@ std::string_view decision_miss_name(DecisionMiss reason) {
       "conflict",
       "retired_decision",
   };
-  const auto index = static_cast<size_t>(reason);
-  return index < kNames.size() ? kNames[index] : std::string_view("unknown");
+  return enum_name(kNames, reason);
 }
 
 } // namespace torchshard

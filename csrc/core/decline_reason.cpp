@@ -1,5 +1,7 @@
 #include "csrc/core/decline_reason.h"
 
+#include "csrc/core/enum_names.h"
+
 namespace torchshard {
 
 std::string_view decline_reason_name(DeclineReason reason) {
@@ -24,8 +26,7 @@ std::string_view decline_reason_name(DeclineReason reason) {
       "unsupported_output",
       "local_compute_failed",
   };
-  const auto index = static_cast<size_t>(reason);
-  return index < kNames.size() ? kNames[index] : std::string_view("unknown");
+  return enum_name(kNames, reason);
 }
 
 } // namespace torchshard

@@ -10,6 +10,8 @@ module each in benchmarks/ with a ``run(args)``:
   a cold cache (scaling.py);
 - ``training``: tensor-parallel and FSDP2 training steps, stock vs torchshard
   (training.py);
+- ``shapes``: calls with a new global shape (shape-generic decisions) and a decode
+  loop whose KV cache grows every step, stock vs torchshard (shapes.py);
 - ``callgrind``: instruction counts per call of each variant, and of the stages of
   a torchshard hit, under valgrind (callgrind.py).
 
@@ -26,7 +28,7 @@ import time
 from pathlib import Path
 
 CHECKOUT = Path(__file__).resolve().parent.parent
-COMMANDS = ("dispatch", "scaling", "training", "callgrind")  # each the name of its module
+COMMANDS = ("dispatch", "scaling", "training", "callgrind", "shapes")  # each the name of its module
 
 
 def use_checkout_build() -> None:
@@ -79,6 +81,12 @@ def _parser() -> argparse.ArgumentParser:
     training.add_argument("--warmup", type=int, default=3, help="untimed steps after each switch")
     training.add_argument("--quick", action="store_true", help="a smoke run: one workload, few steps")
     _add_output_options(training)
+
+    shapes = commands.add_parser("shapes", help="new-shape calls and a decode loop, stock vs torchshard")
+    shapes.add_argument("--rounds", type=int, default=200, help="new-shape calls per case and side")
+    shapes.add_argument("--steps", type=int, default=200, help="decode steps")
+    shapes.add_argument("--quick", action="store_true", help="a smoke run: few calls and steps")
+    _add_output_options(shapes)
 
     callgrind = commands.add_parser("callgrind", help="instruction counts per call (needs valgrind)")
     callgrind.add_argument("--cases", default="", metavar="NAME[;NAME]",

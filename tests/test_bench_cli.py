@@ -86,6 +86,23 @@ def test_scaling_quick_writes_every_curve(tmp_path):
             assert all(point["median_us"] > 0 for point in points)
 
 
+def test_shapes_quick_reuses_decisions_with_stock_results(tmp_path):
+    json_path = tmp_path / "shapes.json"
+    proc = run_bench(tmp_path, "shapes", "--quick", "--no-progress", "--world-size", "4",
+                     "--json", str(json_path), "--markdown", str(tmp_path / "shapes.md"))
+    assert proc.returncode == 0, proc.stderr
+    assert "| case | stock new µs | torchshard new µs |" in proc.stdout
+    payload = json.loads(json_path.read_text())
+    assert [c["name"] for c in payload["cases"]][:2] == ["add S(0)+S(0)", "relu S(0)"]
+    for case in payload["cases"]:
+        assert case["same_results"], case
+        assert case["stock_new_us"] > 0 and case["torchshard_new_us"] > 0 and case["torchshard_hit_us"] > 0
+        # Every timed torchshard new-shape call reused a decision: none propagated.
+        assert case["misses"] == 0 and case["decision_hits"] > 0, case
+    decode = payload["decode"]
+    assert decode["same_results"] and decode["split"]["decision_hits"] > 0
+
+
 def test_training_quick_and_cli_errors(tmp_path):
     proc = run_bench(tmp_path, "training", "--quick", *outputs(tmp_path, "training"))
     assert proc.returncode == 0, proc.stderr

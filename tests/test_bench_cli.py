@@ -111,7 +111,7 @@ def test_training_quick_and_cli_errors(tmp_path):
     assert result["native_fraction"] == 1.0 and result["stock_ms"] > 0 and result["torchshard_ms"] > 0
 
     help_proc = run_bench(tmp_path, "--help")
-    assert help_proc.returncode == 0 and "{dispatch,scaling,training,callgrind}" in help_proc.stdout
+    assert help_proc.returncode == 0 and "{dispatch,scaling,training,callgrind,shapes}" in help_proc.stdout
     no_case = run_bench(tmp_path, "--cases", "no such op")
     assert no_case.returncode != 0 and "no case matches" in no_case.stderr
 

@@ -9,6 +9,10 @@
   tolerances are far below what a leak of one object per call would show (tens of
   thousands), and above the noise of allocator caches and interned objects.
 * **Bounded cache.** The cache's entry count does not grow over those runs.
+* **New shapes.** 10,000 distinct global shapes under a small capacity: exact entries
+  and shape-generic decisions stay within it (flushed when full), and memory after
+  10,000 shapes is what it was after 2,000 once stock's own unbounded caches, which
+  every miss fills, are emptied.
 * **No leaked references.** A ``DeviceMesh``, ``DTensorSpec`` and DTensor created only for
   the test are held by torchshard's cache while it is warm (checked, so the test is not
   vacuous) and are freed by ``clear_cache()``; the same objects used only inside a thread
@@ -211,3 +215,84 @@ def test_thread_exit_releases_spec_mesh_and_tensor(mesh_1d):
     assert not thread.is_alive()
     assert {"mesh", "input spec", "output spec"} <= set(found["held"]["alive"]), found
     assert _alive(found["refs"]) == []
+
+
+def _empty_stock_caches() -> None:
+    """Empty stock's own unbounded caches, which every torchshard miss fills too (it runs
+    stock's propagation): FakeTensorMode's dispatch cache, the redistribute planner's,
+    and the sharding propagator's."""
+    from torch._subclasses.fake_tensor import FakeTensorMode
+    from torch.distributed.tensor import DTensor
+    from torch.distributed.tensor._redistribute import _gen_transform_infos
+
+    torch._C._clear_DTensor_sharding_propagator_cache()
+    propagator = DTensor._op_dispatcher.sharding_propagator
+    propagator.propagate_op_sharding.cache_clear()
+    propagator._propagate_tensor_meta_cached.cache_clear()
+    FakeTensorMode.cache_clear()
+    _gen_transform_infos.cache_clear()
+
+
+def _row_sharded(mesh, rows: int):
+    """A (rows, 8) DTensor sharded on dim 0: rank 0's shard, made without a collective."""
+    from torch.distributed.tensor import DTensor
+
+    local = torch.randn(-(-rows // mesh.size()), 8, generator=torch.Generator().manual_seed(rows))
+    return DTensor.from_local(local, mesh, [Shard(0)], run_check=False, shape=(rows, 8), stride=(8, 1))
+
+
+def _new_shape_calls(x, rows: int) -> list:
+    out = [(x + x).relu().sum(1)]
+    if rows % 8 == 0:
+        # A size argument that is no dimension of x is part of the decision key: a new
+        # decision per shape, so the decision store fills and is flushed.
+        out.append(x.view(rows * 8))
+    return out
+
+
+SHAPES = 10_000
+SHAPES_BEFORE_MEASURING = 2_000
+SMALL_CAPACITY = 512
+COMPARED_SHAPES = (1, 2, 3, 4, 5, 7, 8, 13, 64, 511, 512, 513, 2_000, 4_097, 9_999, 10_000)
+
+
+def test_10k_new_shapes_keep_caches_bounded_and_memory_flat(mesh_1d):
+    """10,000 distinct global shapes (add, relu, sum on (n, 8) for n = 1..10,000, and a
+    view whose size is a new decision key every 8th n) under a cache capacity of 512:
+    entries and decisions never exceed it, both are evicted as they fill, decisions are
+    reused, results equal stock's on a sample of shapes, and memory after 10,000 shapes
+    is what it was after 2,000. Stock's own caches (unbounded: FakeTensorMode's dispatch
+    cache alone gains an entry per miss and new shape) are emptied before each measure,
+    and torchshard's bounded ones too: what grows then is a leak."""
+    from dtensor_compare import assert_same_dtensor
+
+    with torchshard.disabled():
+        stock = {n: _new_shape_calls(_row_sharded(mesh_1d, n), n) for n in COMPARED_SHAPES}
+    _empty_stock_caches()
+    capacity = torchshard.cache_capacity()
+    torchshard.set_cache_capacity(SMALL_CAPACITY)
+    try:
+        torchshard.reset_stats()
+        most = {"entries": 0, "decisions": 0}
+        measured: dict[int, tuple[Footprint, dict]] = {}
+        for n in range(1, SHAPES + 1):
+            ours = _new_shape_calls(_row_sharded(mesh_1d, n), n)
+            if n in stock:
+                for stock_result, our_result in zip(stock[n], ours, strict=True):
+                    assert_same_dtensor(stock_result, our_result)
+            counters = torchshard.stats()
+            for key in most:
+                most[key] = max(most[key], counters[key])
+            if n in (SHAPES_BEFORE_MEASURING, SHAPES):
+                del ours
+                _empty_stock_caches()
+                torchshard.clear_cache()
+                measured[n] = (Footprint.now(), counters)
+    finally:
+        torchshard.set_cache_capacity(capacity)
+    (before, at_before), (after, at_end) = measured[SHAPES_BEFORE_MEASURING], measured[SHAPES]
+    assert 0 < most["entries"] <= SMALL_CAPACITY and 0 < most["decisions"] <= SMALL_CAPACITY, most
+    assert at_end["decision_hits"] > SHAPES, at_end  # most new shapes reused a decision
+    assert at_end["evictions"] > at_before["evictions"] > 0, (at_before, at_end)
+    assert at_end["decision_evictions"] > at_before["decision_evictions"], (at_before, at_end)
+    after.assert_flat_since(before, f"shapes {SHAPES_BEFORE_MEASURING}-{SHAPES}")

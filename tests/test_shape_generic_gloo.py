@@ -28,7 +28,7 @@ import pytest
 import torch
 from gloo_ranks import gloo_group, run_ranks_with_rendezvous
 
-pytestmark = [pytest.mark.multiprocess, pytest.mark.slow]
+pytestmark = pytest.mark.multiprocess
 
 STEPS = 10
 BATCH, DIM, HEADS, HIDDEN = 2, 16, 4, 32

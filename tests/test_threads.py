@@ -344,3 +344,120 @@ def test_clear_cache_while_a_probe_compares_specs_is_deferred(mesh_1d, monkeypat
     assert stats["hits"] == 1 and stats["native_calls"] == 1
     assert stats["entries"] == 0, "the deferred clear was not applied"
     assert_same_dtensor(expected, ours)
+
+
+# --------------------------------------------------------------------------------------
+# Shape-generic decisions are per thread, like the exact cache: each thread has its own
+# decision store (no lock on the lookup, nothing shared), so a decision one thread made
+# is not seen by another, which makes its own on its first call of that layout.
+# --------------------------------------------------------------------------------------
+
+NEW_SHAPE_ROWS = tuple(range(1, 41))  # sizes 1, below, at and past the mesh; uneven too
+
+
+def new_shape_inputs(mesh, rows: int, seed: int):
+    """Inputs of ``new_shape_workload`` whose global shape depends on ``rows``."""
+    gen = torch.Generator().manual_seed(seed * 1000 + rows)
+    x = distribute_tensor(torch.randn(rows, 8, generator=gen), mesh, [Shard(0)])
+    y = distribute_tensor(torch.randn(rows, 8, generator=gen), mesh, [Shard(0)])
+    w = distribute_tensor(torch.randn(8, 4, generator=gen), mesh, [Replicate()])
+    return x, y, w
+
+
+NEW_SHAPE_WORKLOAD_OPS = 4  # add, relu, mm, sum
+CLEAR_INTERVAL_S = 0.1  # long enough for a decision to be made and reused in between
+
+
+def new_shape_workload(x, y, w):
+    """Shape-generic ops only (pointwise, mm, a reduction); every intermediate."""
+    s = torch.relu(x + y)
+    p = torch.mm(s, w)
+    return [s, p, p.sum(dim=1)]
+
+
+def test_decisions_are_per_thread(mesh):
+    """Guards the per-thread decision store: the main thread decides for every layout of
+    the workload; then worker threads run the same calls on new shapes at once. Each
+    worker's first call is still a miss for a new layout (the main thread's decisions are
+    not visible to it), each makes as many decisions of its own as the main thread did
+    and reuses them, and every result equals stock's. (clear_cache() and reset_stats()
+    act on every thread, so no thread calls them here.)"""
+    workers_count = 3
+    inputs = [[new_shape_inputs(mesh, rows, seed) for rows in NEW_SHAPE_ROWS]
+              for seed in range(workers_count + 1)]
+    with torchshard.disabled():
+        expected = [[new_shape_workload(*args) for args in per_seed] for per_seed in inputs]
+    torchshard.clear_cache()
+    torchshard.reset_stats()
+
+    def run_and_compare(index: int) -> tuple[dict, dict]:
+        """This thread's figures after its first shape, and after all of them."""
+        first = None
+        for args, stock_results in zip(inputs[index], expected[index]):
+            for stock_result, ours in zip(stock_results, new_shape_workload(*args), strict=True):
+                assert_same_dtensor(stock_result, ours)
+            if first is None:
+                first = dict(torchshard.stats()["threads"][threading.get_ident()])
+        return first, dict(torchshard.stats()["threads"][threading.get_ident()])
+
+    main_first, main_figures = run_and_compare(workers_count)  # its own inputs
+    assert main_figures["decisions"] > 0 and main_figures["decision_hits"] > 0, main_figures
+
+    start = threading.Barrier(workers_count, timeout=BARRIER_TIMEOUT_S)
+    figures: dict[int, tuple[dict, dict]] = {}
+
+    def work(index):
+        start.wait()
+        figures[index] = run_and_compare(index)
+
+    workers = Workers(workers_count, work)
+    workers.start()
+    workers.join()
+    workers.check()
+    # The first shape: every call (one per op) a miss for a new layout, on every thread.
+    for first in [main_first] + [figures[index][0] for index in range(workers_count)]:
+        ops = NEW_SHAPE_WORKLOAD_OPS
+        assert (first["calls"], first["misses"], first["miss_reasons"], first["decisions"]) == (
+            ops, ops, {"new_layout": ops}, ops), first
+    for index in range(workers_count):
+        own = figures[index][1]
+        for counter in ("calls", "decisions", "decision_hits", "hits", "misses", "miss_reasons"):
+            assert own[counter] == main_figures[counter], (counter, own, main_figures)
+
+
+def test_clear_cache_while_threads_decide_on_new_shapes(mesh):
+    """Guards clearing decision stores from another thread: while 3 workers run every
+    shape of NEW_SHAPE_ROWS (each a new shape for them: misses, decisions made and
+    reused), the main thread calls clear_cache() every CLEAR_INTERVAL_S. Nothing may
+    crash or hang, every result must equal stock's, and decisions must still have been
+    reused between clears."""
+    workers_count = 3
+    inputs = [[new_shape_inputs(mesh, rows, 20 + seed) for rows in NEW_SHAPE_ROWS]
+              for seed in range(workers_count)]
+    with torchshard.disabled():
+        expected = [[new_shape_workload(*args) for args in per_seed] for per_seed in inputs]
+    torchshard.clear_cache()
+    torchshard.reset_stats()
+    rounds = 3  # the later rounds' shapes are new again after each clear
+
+    def work(index):
+        for _ in range(rounds):
+            for args, stock_results in zip(inputs[index], expected[index]):
+                for stock_result, ours in zip(stock_results, new_shape_workload(*args), strict=True):
+                    assert_same_dtensor(stock_result, ours)
+
+    workers = Workers(workers_count, work)
+    workers.start()
+    clears = 0
+    pause = threading.Event()
+    try:
+        while any(thread.is_alive() for thread in workers.threads) and not workers.errors:
+            torchshard.clear_cache()
+            clears += 1
+            pause.wait(CLEAR_INTERVAL_S)
+    finally:
+        workers.join()
+    workers.check()
+    assert clears >= 3, clears  # several clears landed while the workers ran
+    stats = torchshard.stats()
+    assert stats["decision_hits"] > 0 and stats["misses"] > workers_count * NEW_SHAPE_WORKLOAD_OPS, stats

@@ -26,7 +26,7 @@ difference stops the run. The split of torchshard's calls into exact hits,
 decision hits and misses (by reason) comes from ``torchshard.stats()`` deltas over
 the timed calls.
 
-    python3 benchmarks/run.py shapes                  # about 2 minutes here
+    python3 benchmarks/run.py shapes                  # about 30 s here
     python3 benchmarks/run.py shapes --quick --json out.json --png out.png
 """
 

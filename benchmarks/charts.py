@@ -117,3 +117,43 @@ def callgrind(payload: dict, path: str | Path) -> None:
     ax.set_xlabel("thousand instructions per call (callgrind)")
     ax.legend(loc="best", fontsize=8)
     _save(plt, fig, path)
+
+
+def shapes(payload: dict, path: str | Path) -> None:
+    """Left: per op case, µs per call at a new shape (stock, torchshard) and torchshard's hit.
+    Right: ms per step of each variable-shape loop, stock and torchshard."""
+    plt = _pyplot()
+    cases = payload["cases"]
+    loops = list(payload["loops"].values())
+    fig, (left, right) = plt.subplots(1, 2, figsize=(12, 0.32 * len(cases) + 2),
+                                      gridspec_kw={"width_ratios": [2, 1]})
+    labels = [f"{c['op']} {c['placements']} {c['mesh']}" for c in cases]
+    bars = {"stock new": [c["stock_new"]["median_us"] for c in cases],
+            "torchshard new": [c["torchshard_new"]["median_us"] for c in cases],
+            "torchshard hit": [c["torchshard_hit"]["median_us"] for c in cases]}
+    colors = {"stock new": VARIANT_COLORS["stock"], "torchshard new": VARIANT_COLORS["torchshard"],
+              "torchshard hit": VARIANT_COLORS["floor"]}
+    height = 0.8 / len(bars)
+    for index, (variant, values) in enumerate(bars.items()):
+        positions = [i + (index - 1) * height for i in range(len(cases))]
+        left.barh(positions, values, height=height, color=colors[variant], label=variant)
+    left.set_yticks(range(len(cases)), labels, fontsize=8)
+    left.invert_yaxis()
+    left.set_xscale("log")
+    left.set_xlabel("µs per call (median; log scale)")
+    left.set_title(f"new-shape call: median {payload['summary']['median_new_speedup']:.1f}x cheaper than stock",
+                   fontsize=9)
+    left.legend(fontsize=8)
+    left.grid(axis="x", alpha=0.3)
+    names = [loop["name"] for loop in loops]
+    for offset, variant in ((-0.2, "stock"), (0.2, "torchshard")):
+        right.bar([i + offset for i in range(len(loops))], [loop[f"{variant}_ms"] for loop in loops], width=0.4,
+                  color=VARIANT_COLORS[variant], label=variant)
+    right.set_xticks(range(len(loops)), [f"{n}\n{loop['speedup']:.1f}x" for n, loop in zip(names, loops)],
+                     fontsize=8)
+    right.set_yscale("log")
+    right.set_ylabel("ms per step (median; log scale)")
+    right.set_title(f"variable-shape steps (fake process group, world {payload['world_size']})", fontsize=9)
+    right.legend(fontsize=8)
+    right.grid(axis="y", alpha=0.3)
+    _save(plt, fig, path)

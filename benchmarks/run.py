@@ -10,8 +10,9 @@ module each in benchmarks/ with a ``run(args)``:
   a cold cache (scaling.py);
 - ``training``: tensor-parallel and FSDP2 training steps, stock vs torchshard
   (training.py);
-- ``shapes``: calls with a new global shape (shape-generic decisions) and a decode
-  loop whose KV cache grows every step, stock vs torchshard (shapes.py);
+- ``shapes``: calls and steps at shapes never seen before (shape-generic decisions):
+  per-op new-shape calls, a decode loop with a growing KV cache, a variable-length
+  TP block and an MoE-like step, stock vs torchshard (shapes.py);
 - ``callgrind``: instruction counts per call of each variant, and of the stages of
   a torchshard hit, under valgrind (callgrind.py).
 
@@ -28,7 +29,7 @@ import time
 from pathlib import Path
 
 CHECKOUT = Path(__file__).resolve().parent.parent
-COMMANDS = ("dispatch", "scaling", "training", "callgrind", "shapes")  # each the name of its module
+COMMANDS = ("dispatch", "scaling", "training", "shapes", "callgrind")  # each the name of its module
 
 
 def use_checkout_build() -> None:
@@ -42,11 +43,12 @@ def use_checkout_build() -> None:
         sys.path.insert(1, str(CHECKOUT))
 
 
-def _add_output_options(parser: argparse.ArgumentParser) -> None:
+def _add_output_options(parser: argparse.ArgumentParser, world_size: int = 8) -> None:
     parser.add_argument("--json", metavar="PATH", help="write the results as JSON")
     parser.add_argument("--markdown", metavar="PATH", help="write the tables as Markdown")
     parser.add_argument("--png", metavar="PATH", help="write a chart (needs matplotlib)")
-    parser.add_argument("--world-size", type=int, default=8, help="fake process group size (default 8)")
+    parser.add_argument("--world-size", type=int, default=world_size,
+                        help=f"fake process group size (default {world_size})")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
 
 
@@ -82,11 +84,11 @@ def _parser() -> argparse.ArgumentParser:
     training.add_argument("--quick", action="store_true", help="a smoke run: one workload, few steps")
     _add_output_options(training)
 
-    shapes = commands.add_parser("shapes", help="new-shape calls and a decode loop, stock vs torchshard")
-    shapes.add_argument("--rounds", type=int, default=200, help="new-shape calls per case and side")
-    shapes.add_argument("--steps", type=int, default=200, help="decode steps")
+    shapes = commands.add_parser("shapes", help="new-shape calls and variable-shape steps, stock vs torchshard")
+    shapes.add_argument("--rounds", type=int, help="timed new-shape calls per variant and op case (default 200)")
+    shapes.add_argument("--steps", type=int, help="timed steps per variant of each loop (default 48)")
     shapes.add_argument("--quick", action="store_true", help="a smoke run: few calls and steps")
-    _add_output_options(shapes)
+    _add_output_options(shapes, world_size=4)  # the 1-D mesh of 4 the targets are stated for
 
     callgrind = commands.add_parser("callgrind", help="instruction counts per call (needs valgrind)")
     callgrind.add_argument("--cases", default="", metavar="NAME[;NAME]",

@@ -71,13 +71,17 @@ def interleaved(
 def each_call(
     variants: Mapping[str, tuple[Callable[[], None], Callable[[], object]]],
     rounds: int,
+    after: Mapping[str, Callable[[], None]] | None = None,
 ) -> dict[str, Timing]:
     """Times single calls, each after its variant's `prepare` (untimed), interleaved.
 
-    For calls that must start from a prepared state every time (a cold cache);
-    they are slow enough (tens of µs) that one timer read per call is negligible.
+    For calls that must start from a prepared state every time (a cold cache, a
+    shape never seen); they are slow enough (tens of µs) that one timer read per
+    call is negligible. `after` (by variant, untimed) runs right after a timed call,
+    e.g. to read counters about that call alone.
     """
     samples: dict[str, list[float]] = {name: [] for name in variants}
+    after = after or {}
     for names in rotations(list(variants), rounds):
         for name in names:
             prepare, call = variants[name]
@@ -85,6 +89,8 @@ def each_call(
             start = time.perf_counter_ns()
             call()
             samples[name].append((time.perf_counter_ns() - start) / 1e3)
+            if name in after:
+                after[name]()
     return {name: Timing.of(values, rounds) for name, values in samples.items()}
 
 

@@ -11,7 +11,8 @@
 
 Only the case's own ops are switched (microseconds, ``torchshard.testing.route``),
 not the whole rule set (``torchshard.disable()`` re-registers every rule and empties
-every cache).
+every cache). :class:`EveryOpSwitch` routes every op, for whole training steps whose
+caches (and shape-generic decisions) must survive the switch.
 """
 
 from __future__ import annotations
@@ -98,6 +99,24 @@ class VariantSwitch:
                 registry = simple_registry.singleton.find(op.__qualname__).torch_dispatch_rules
                 self._floor_handles.append(registry.register(DTensor, rule))
         self.current = variant
+
+    def close(self) -> None:
+        self.switch("torchshard")
+
+
+class EveryOpSwitch:
+    """Puts every op torchshard serves on stock's path or back on torchshard's, keeping
+    every cache entry and decision (``torchshard.disable()`` would empty them)."""
+
+    def __init__(self) -> None:
+        self.ops = sorted(torchshard.enabled_ops(), key=str)
+        self.current = "torchshard"
+
+    def switch(self, variant: str) -> None:
+        if variant != self.current:
+            for op in self.ops:
+                testing.route(op, variant)
+            self.current = variant
 
     def close(self) -> None:
         self.switch("torchshard")

@@ -86,21 +86,44 @@ def test_scaling_quick_writes_every_curve(tmp_path):
             assert all(point["median_us"] > 0 for point in points)
 
 
-def test_shapes_quick_reuses_decisions_with_stock_results(tmp_path):
-    json_path = tmp_path / "shapes.json"
-    proc = run_bench(tmp_path, "shapes", "--quick", "--no-progress", "--world-size", "4",
-                     "--json", str(json_path), "--markdown", str(tmp_path / "shapes.md"))
+def test_shapes_quick_compares_every_section_with_stock(tmp_path):
+    proc = run_bench(tmp_path, "shapes", "--quick", *outputs(tmp_path, "shapes"))
+    # A result that differs from stock's stops the run (OutputMismatch): rc != 0.
     assert proc.returncode == 0, proc.stderr
-    assert "| case | stock new µs | torchshard new µs |" in proc.stdout
-    payload = json.loads(json_path.read_text())
-    assert [c["name"] for c in payload["cases"]][:2] == ["add S(0)+S(0)", "relu S(0)"]
-    for case in payload["cases"]:
-        assert case["same_results"], case
-        assert case["stock_new_us"] > 0 and case["torchshard_new_us"] > 0 and case["torchshard_hit_us"] > 0
-        # Every timed torchshard new-shape call reused a decision: none propagated.
-        assert case["misses"] == 0 and case["decision_hits"] > 0, case
-    decode = payload["decode"]
-    assert decode["same_results"] and decode["split"]["decision_hits"] > 0
+    assert "| op | placements | mesh | plain µs | stock new µs | stock hit µs | torchshard new µs |" in proc.stdout
+    payload = assert_written(tmp_path, "shapes")
+    assert payload["world_size"] == 4 and payload["decision_verification"] == "first"
+    settings = payload["settings"]
+    names = [f"{c['op']} {c['placements']} {c['mesh']}" for c in payload["cases"]]
+    for name in ("add S(0)+S(0) 1-D", "relu S(0) 1-D", "view [view] S(0) 1-D", "view [view] R 1-D",
+                 "softmax(dim=-1) S(0) 1-D", "sum(dim=1) S(0) 1-D", "mm S(0) @ R 1-D", "bmm S(0) @ S(0) 1-D",
+                 "cat(dim=1) S(0), S(0) 1-D", "layer_norm S(0) 1-D", "transpose(0, 1) [view] S(0) 1-D",
+                 "add S(0)S(1)+S(0)S(1) 2-D", "mm S(0)R @ RS(1) 2-D"):
+        assert name in names
+    for name, case in zip(names, payload["cases"]):
+        assert case["compared"] == settings["case_checks"]
+        for column in ("plain", "stock_new", "stock_hit", "torchshard_new", "torchshard_hit"):
+            assert_timing(case[column])
+        new, repeat = case["new_calls"], case["hit_calls"]
+        assert new["calls"] == repeat["calls"] == repeat["hits"] == settings["calls"]
+        assert new["hits"] == 0  # every timed new-shape call really had a new shape
+        if name != "view [view] S(0) 1-D":  # a sharded view's plan reads sizes: never reused
+            assert new["decision_hits"] == new["calls"], (name, new)
+    loops = payload["loops"]
+    assert list(loops) == ["decode", "varlen", "moe"]
+    # Compared: every decode step and the final caches; each training loop's check steps
+    # and its parameters after them.
+    compared = {"decode": settings["loop_warmup"] + settings["steps"] + 1,
+                "varlen": settings["loop_checks"] + 1, "moe": settings["loop_checks"] + 1}
+    for loop in loops.values():
+        assert loop["compared"] == compared[loop["name"]]
+        assert loop["stock_ms"] > 0 and loop["torchshard_ms"] > 0 and loop["steps"] == settings["steps"]
+        assert loop["per_step"]["decision_hits"] > 0, loop
+    # Past its warm-up every decode step is new to the exact cache and served by decisions.
+    assert loops["decode"]["per_step"] == {"calls": 5, "hits": 0, "decision_hits": 5, "misses": 0, "declined": 0}
+    assert set(payload["summary"]["targets"]) == {
+        "median new-shape call >= 20x cheaper than stock", "decode step >= 10x faster",
+        "varlen TP step >= 10x faster"}
 
 
 def test_training_quick_and_cli_errors(tmp_path):
@@ -111,7 +134,7 @@ def test_training_quick_and_cli_errors(tmp_path):
     assert result["native_fraction"] == 1.0 and result["stock_ms"] > 0 and result["torchshard_ms"] > 0
 
     help_proc = run_bench(tmp_path, "--help")
-    assert help_proc.returncode == 0 and "{dispatch,scaling,training,callgrind,shapes}" in help_proc.stdout
+    assert help_proc.returncode == 0 and "{dispatch,scaling,training,shapes,callgrind}" in help_proc.stdout
     no_case = run_bench(tmp_path, "--cases", "no such op")
     assert no_case.returncode != 0 and "no case matches" in no_case.stderr
 

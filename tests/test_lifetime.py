@@ -701,4 +701,7 @@ def test_daemon_thread_inside_torch_call_at_finalization_aborts_with_stock_too(t
     assert stock.stderr.startswith("terminate called"), stock.stderr
     assert ours.returncode in (-signal.SIGABRT, -signal.SIGSEGV), (ours.returncode, ours.stderr)
     if ours.returncode == -signal.SIGABRT:
-        assert ours.stderr.startswith("terminate called"), ours.stderr
+        # Not necessarily first: torch's unwind cleanups can release the main thread's
+        # GIL, which CPython then reports ("Fatal Python error: PyEval_SaveThread")
+        # before a daemon thread's terminate (1 run in 30; docs/reliability.md).
+        assert "terminate called" in ours.stderr, ours.stderr

@@ -440,9 +440,9 @@ print(test_stress.run_forced_gil_switch_stress(init_device_mesh("cpu", (4,)),
 
 @pytest.mark.slow
 def test_stress_forced_gil_switches():
-    """8 workers x 400 mixed calls, a quarter of them new shapes, with
+    """8 workers x 2,000 mixed calls, a quarter of them new shapes, with
     sys.setswitchinterval(1e-6), concurrent clear_cache(), disable()/enable(),
-    set_cache_capacity() and a fresh thread every 50 calls: every result equals stock's,
+    set_cache_capacity() and a fresh thread every 400 calls: every result equals stock's,
     no crash, no deadlock. In a subprocess, so that a crash or a deadlock holding the GIL
     fails this test (faulthandler prints every thread's stack) instead of the session."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("TORCHSHARD_")}

@@ -5,7 +5,8 @@
 #
 #   scripts/setup.sh            # runtime + build deps, torch, torchshard, and
 #                               # matplotlib for the benchmark's charts (the main job)
-#   scripts/setup.sh --test     # ... plus the test dependencies
+#   scripts/setup.sh --test     # ... plus the test dependencies (and the
+#                               # sanitizer runtimes scripts/sanitize.sh uses)
 set -euo pipefail
 
 PYTHON=${PYTHON:-python3}
@@ -18,6 +19,11 @@ SUDO=""
 
 # Build toolchain and the two system libraries (Abseil's flat_hash_map, xxHash's XXH3).
 debian_packages=(g++ cmake ninja-build pkg-config libabsl-dev libxxhash-dev)
+# The sanitizer run (scripts/sanitize.sh, part of CI) preloads gcc's ASan and UBSan
+# runtimes; g++ pulls them in on Debian 12, named here so that stays true.
+if (( WITH_TESTS )); then
+  debian_packages+=(libasan8 libubsan1)
+fi
 missing=()
 for package in "${debian_packages[@]}"; do
   dpkg -s "$package" >/dev/null 2>&1 || missing+=("$package")

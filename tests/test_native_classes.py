@@ -39,6 +39,7 @@ from torch.distributed.tensor.experimental import implicit_replication
 from torch.overrides import TorchFunctionMode
 
 import torchshard
+from torchshard.testing import native_all_reduce
 
 pytestmark = pytest.mark.usefixtures("fresh_torchshard")
 
@@ -957,6 +958,31 @@ def test_partial_to_replicate_all_reduce_is_native_on_hits(name, stock_reduction
     served = op_report(report, op)
     assert (served.native_calls, served.misses) == (1, 0), served
     assert len(reductions) == stock_reductions
+
+
+def test_native_all_reduce_switched_off_runs_stocks_reduction(meshes, monkeypatch) -> None:
+    """TORCHSHARD_NATIVE_ALL_REDUCE=0 (for isolating faults): the Partial -> Replicate of a
+    cached plan goes through stock's redistribution, and the results stay stock's."""
+    _name, specs, fn, op, _ = next(c for c in REDISTRIBUTE if c[0] == "lerp_inplace_partial_end")
+    reductions: list[Placement] = []
+    reduce_value = Partial._reduce_value
+
+    def counted(self: Partial, *args: Any) -> torch.Tensor:
+        reductions.append(self)
+        return reduce_value(self, *args)
+
+    monkeypatch.setattr(Partial, "_reduce_value", counted)
+    inputs = Inputs(specs, meshes["1d"], meshes)
+    torchshard.clear_cache()
+    with native_all_reduce(False):
+        check(inputs, fn, native=op)  # stock, then torchshard's miss and its plan
+    assert torchshard._C.native_all_reduce_enabled()
+    reductions.clear()
+    with torchshard.explain(print_report=False) as report:
+        fn(*inputs.fresh())
+    served = op_report(report, op)
+    assert (served.native_calls, served.misses) == (1, 0), served
+    assert len(reductions) == 1
 
 
 def _strict(fn: Callable[..., Any]) -> Callable[..., Any]:

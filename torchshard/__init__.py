@@ -101,6 +101,7 @@ def _initialize() -> None:
         _C.set_cache_capacity(config.cache_capacity)
     _C.set_shape_generic_decisions_enabled(config.shape_generic)
     _C.set_decision_verification(config.verify_decisions)
+    _C.set_native_all_reduce_enabled(config.native_all_reduce)
     # Caches hold Python objects: release them while the interpreter is whole.
     atexit.register(_C.shutdown)
     if not config.disabled:

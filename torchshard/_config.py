@@ -8,6 +8,10 @@ TORCHSHARD_SHAPE_GENERIC=0    exact keys only: a new shape always runs stock's p
 TORCHSHARD_VERIFY_DECISIONS=P when a decision reused for a new shape is checked against
                               stock's propagation: ``first`` (default: its first reuse),
                               ``always`` (every reuse) or ``never``.
+TORCHSHARD_NATIVE_ALL_REDUCE=0
+                              a Partial -> Replicate redistribution runs through
+                              stock's redistribute_local_tensor instead of the native
+                              all-reduce (for isolating faults).
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ class Config:
     cache_capacity: int | None  # None: the native default
     shape_generic: bool = True
     verify_decisions: str = "first"
+    native_all_reduce: bool = True
 
 
 _VERIFY_POLICIES = ("first", "always", "never")
@@ -52,11 +57,16 @@ def _parse_capacity(raw: str | None) -> int | None:
     return value
 
 
+def _parse_switch(raw: str | None) -> bool:
+    """A switch that is on unless set to 0/false/no/off."""
+    return (raw or "1").strip().lower() not in {"0", "false", "no", "off"}
+
+
 def from_environment() -> Config:
     return Config(
         disabled=os.environ.get("TORCHSHARD_DISABLE", "").strip().lower() in _TRUE,
         cache_capacity=_parse_capacity(os.environ.get("TORCHSHARD_CACHE_CAPACITY")),
-        shape_generic=os.environ.get("TORCHSHARD_SHAPE_GENERIC", "1").strip().lower()
-        not in {"0", "false", "no", "off"},
+        shape_generic=_parse_switch(os.environ.get("TORCHSHARD_SHAPE_GENERIC")),
         verify_decisions=_parse_verify(os.environ.get("TORCHSHARD_VERIFY_DECISIONS")),
+        native_all_reduce=_parse_switch(os.environ.get("TORCHSHARD_NATIVE_ALL_REDUCE")),
     )

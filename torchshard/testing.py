@@ -90,3 +90,9 @@ def decision_verification(policy: str) -> contextlib.AbstractContextManager[None
     """Within the block, reused decisions are checked against stock's propagation by
     ``policy`` (``torchshard.set_decision_verification``)."""
     return _temporarily(_C.decision_verification, _C.set_decision_verification, policy)
+
+
+def native_all_reduce(enabled: bool) -> contextlib.AbstractContextManager[None]:
+    """Whether Partial -> Replicate redistributions planned inside the block (on misses)
+    run the native all-reduce (TORCHSHARD_NATIVE_ALL_REDUCE)."""
+    return _temporarily(_C.native_all_reduce_enabled, _C.set_native_all_reduce_enabled, enabled)

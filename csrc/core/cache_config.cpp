@@ -8,6 +8,7 @@ std::atomic<size_t> configured_capacity{kDefaultCacheCapacity};
 std::atomic<bool> decisions_enabled{true};
 std::atomic<DecisionVerification> verification{DecisionVerification::kFirst};
 std::atomic<bool> coarse_decision_keys{false};
+std::atomic<bool> all_reduce_natively{true};
 } // namespace
 
 size_t cache_capacity() {
@@ -32,6 +33,14 @@ DecisionVerification decision_verification() {
 
 void set_decision_verification(DecisionVerification policy) {
   verification.store(policy, std::memory_order_relaxed);
+}
+
+bool native_all_reduce_enabled() {
+  return all_reduce_natively.load(std::memory_order_relaxed);
+}
+
+void set_native_all_reduce_enabled(bool enabled) {
+  all_reduce_natively.store(enabled, std::memory_order_relaxed);
 }
 
 bool coarse_decision_keys_for_testing() {

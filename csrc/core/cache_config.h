@@ -1,6 +1,7 @@
 // Process-wide cache settings. torchshard/_config.py reads the environment
 // (TORCHSHARD_CACHE_CAPACITY, TORCHSHARD_SHAPE_GENERIC,
-// TORCHSHARD_VERIFY_DECISIONS) and sets them; C++ never reads the environment.
+// TORCHSHARD_VERIFY_DECISIONS, TORCHSHARD_NATIVE_ALL_REDUCE) and sets them;
+// C++ never reads the environment.
 #pragma once
 
 #include <cstddef>
@@ -28,6 +29,13 @@ void set_shape_generic_decisions_enabled(bool enabled);
 enum class DecisionVerification : uint8_t { kFirst, kAlways, kNever };
 DecisionVerification decision_verification();
 void set_decision_verification(DecisionVerification policy);
+
+// Whether a Partial -> Replicate redistribution planned on a miss runs the
+// all-reduce natively without the GIL (hit/all_reduce.h) or through stock's
+// redistribute_local_tensor. On by default; off isolates the native
+// collective when chasing a fault (docs/reliability.md).
+bool native_all_reduce_enabled();
+void set_native_all_reduce_enabled(bool enabled);
 
 // For tests of the safety net only (torchshard.testing.coarse_decision_keys):
 // decision keys leave the size classes out, a key deliberately too coarse.

@@ -137,12 +137,12 @@ void ThreadCacheRegistry::reset_counters() {
 }
 
 ThreadCache* ThreadCache::current() {
+  if (current_thread_cache != nullptr) {
+    return current_thread_cache;
+  }
   ThreadCacheRegistry& registry = ThreadCacheRegistry::instance();
   if (registry.shut_down.load(std::memory_order_acquire)) {
     return nullptr;
-  }
-  if (current_thread_cache != nullptr) {
-    return current_thread_cache;
   }
   return registry.create_for_current_thread();
 }
@@ -218,9 +218,21 @@ void clear_all_thread_caches() {
 }
 
 void shutdown_thread_caches() {
-  ThreadCacheRegistry& registry = ThreadCacheRegistry::instance();
-  registry.shut_down.store(true, std::memory_order_release);
-  registry.release_all_entries();
+  ThreadCacheRegistry::instance().shut_down.store(true, std::memory_order_release);
+  // Only the finalizing thread's cache goes now: its thread state is cleared
+  // last, after the modules. Other threads keep serving their entries until
+  // they end or finalization clears their thread states (first, while the
+  // interpreter is whole). Handing a daemon thread to stock here would put it
+  // on stock's cold propagation path just as finalization kills it, and a
+  // forced unwind from there crashes in torch's own cleanups
+  // (docs/reliability.md).
+  if (current_thread_cache == nullptr) {
+    return;
+  }
+  PyObject* thread_dict = PyThreadState_GetDict();
+  if (thread_dict == nullptr || PyDict_DelItemString(thread_dict, kThreadDictKey) != 0) {
+    PyErr_Clear();
+  }
 }
 
 bool thread_caches_shut_down() {

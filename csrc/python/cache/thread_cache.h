@@ -9,8 +9,10 @@
 //  - Every live cache is listed in a process-wide registry guarded by a
 //    mutex, so clear_cache(), stats() and shutdown reach all threads.
 //  - shutdown_thread_caches() runs from atexit, before finalization: it
-//    releases every thread's entries and makes current() return nullptr from
-//    then on, so no entry is created that finalization would have to free.
+//    retires the calling (finalizing) thread's cache and stops every insert
+//    and every new cache. Other threads keep serving the entries they have,
+//    so a daemon thread still dispatching stays on the hit path until
+//    finalization clears its thread state.
 //
 // Locking: everything here runs with the GIL held. The registry mutex is
 // only held for short sections that never call Python and never wait for the
@@ -40,8 +42,8 @@ namespace torchshard {
 
 class TORCHSHARD_API ThreadCache {
  public:
-  // The calling thread's cache, created on first use; nullptr once shutdown
-  // has begun or if the thread has no Python thread state.
+  // The calling thread's cache, created on first use; nullptr if the thread
+  // has no Python thread state, or had no cache when shutdown began.
   static ThreadCache* current();
   // Counts a decline for a call that had no thread cache to count into.
   static void count_decline_without_cache();

@@ -1,5 +1,6 @@
 #include "csrc/python/miss/all_reduce_planner.h"
 
+#include "csrc/core/cache_config.h"
 #include "csrc/python/hit/all_reduce.h"
 #include "csrc/python/interop/python_errors.h"
 
@@ -35,6 +36,9 @@ std::optional<size_t> single_partial_to_replicate_dim(py::handle from, py::handl
 }
 
 std::optional<NativeAllReduce> plan(py::handle from_spec, py::handle to_spec) {
+  if (!native_all_reduce_enabled()) {
+    return std::nullopt;
+  }
   const std::optional<size_t> dim = single_partial_to_replicate_dim(from_spec, to_spec);
   if (!dim) {
     return std::nullopt;

@@ -108,6 +108,11 @@ void init_cache_bindings(py::module_& module) {
   module.def("shape_generic_decisions_enabled", &shape_generic_decisions_enabled);
   module.def("set_shape_generic_decisions_enabled", &set_shape_generic_decisions_enabled,
              py::arg("enabled"), "Whether an exact miss may reuse a shape-generic decision.");
+  module.def("native_all_reduce_enabled", &native_all_reduce_enabled);
+  module.def("set_native_all_reduce_enabled", &set_native_all_reduce_enabled,
+             py::arg("enabled"),
+             "Whether Partial -> Replicate redistributions planned from now on run the "
+             "all-reduce natively.");
   module.def("decision_verification", [] {
     switch (decision_verification()) {
       case DecisionVerification::kAlways:

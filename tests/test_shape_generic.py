@@ -26,7 +26,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from differential import assert_same_runs, run_side
-from dtensor_cases import R, S0, S1, D, Inputs, L, placements_id
+from dtensor_cases import P, R, S0, S1, S2, D, Inputs, L, placements_id
 from dtensor_compare import assert_same_result
 from torch.distributed.device_mesh import DeviceMesh
 from torch.distributed.tensor import DTensor, distribute_tensor
@@ -131,6 +131,23 @@ CASES = [
     Case("unsqueeze_squeeze", one(row), lambda x: x.unsqueeze(1).squeeze(1)),
     Case("view", lambda n, p: [D((n, 4, 8), p)], lambda x: x.view(x.shape[0], 4, 2, 4)),
     Case("reshape_flat", lambda n, p: [D((n, 4, 8), p)], lambda x: x.reshape(x.shape[0] * 4, 8)),
+    # a view's shape argument is keyed by how it regroups the input's dimensions: the
+    # flatten and unflatten inside F.linear, -1, size-1 dimensions; a sharded dimension
+    # the view keeps runs with its local size, rebuilt per shape; a sharded dimension
+    # the view splits or merges is stock's every time (its plan reads sizes)
+    Case("view_flatten", lambda n, p: [D((2, n, 8), p)], lambda x: x.view(2 * n_of(x), 8),
+         placements_1d=((R,), (S0,), (S1,), (S2,), (P,)), placements_2d=((S0, S2), (R, S2), (S1, P))),
+    Case("view_unflatten", lambda n, p: [D((2 * n, 8), p)], lambda x: x.view(2, x.shape[0] // 2, 8),
+         placements_1d=((R,), (S0,), (S1,), (P,)), placements_2d=((S0, S1), (R, S1))),
+    Case("view_infer_size", lambda n, p: [D((n, 4, 8), p)], lambda x: x.view(-1, 8),
+         placements_1d=((R,), (S0,), (S2,)), placements_2d=((S0, S2), (R, S2))),
+    Case("view_size_one_dims", lambda n, p: [D((n, 1, 8), p)], lambda x: x.view(1, x.shape[0], 8, 1),
+         placements_1d=((R,), (S0,), (S2,)), placements_2d=((S0, S2), (R, S0))),
+    Case("linear_3d_colwise_grad",
+         lambda n, p: [D((2, n, 8), tuple(R for _ in p), grad=True), D((4, 8), p, grad=True)],
+         F.linear, grad=True, placements_1d=((S0,), (R,)), placements_2d=((R, S0),)),
+    Case("linear_3d_rowwise_grad", lambda n, p: [D((2, n, 8), p, grad=True), D((4, 8), (S1,), grad=True)],
+         F.linear, grad=True, placements_1d=((S2,),), placements_2d=()),
     Case("expand", lambda n, p: [D((n, 1), p)], lambda x: x.expand(x.shape[0], 8) + 0,
          placements_1d=((R,), (S0,)), placements_2d=((S0, R), (R, S0))),
     # foreach
@@ -139,6 +156,11 @@ CASES = [
     Case("foreach_mul_scalar", lambda n, p: [L((D((n, 8), p), D((n, 4), p)))],
          lambda a: torch._foreach_mul(a, 0.5)),
 ]
+
+
+def n_of(x: Any) -> int:
+    """The varying size of a (2, n, ...) input."""
+    return x.shape[1]
 
 
 def _placements(case: Case, mesh_name: str) -> tuple[tuple[Any, ...], ...]:

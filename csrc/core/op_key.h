@@ -43,6 +43,7 @@ enum class KeyTag : uint64_t {
   // Decision keys only (csrc/python/cache/decision_key.h):
   kDTensorClass,      // + layout id, + dtype, + ndim; then ndim size classes and 3 stride-class words
   kDimRef,            // + ordinal of an earlier DTensor argument, + its dim: a size equal to it
+  kViewShape,         // + length, + mask of -1 entries; then the dimension groups
 };
 
 using SpecHandle = const void*;

@@ -1,10 +1,12 @@
 #include "csrc/python/cache/decision_key.h"
 
 #include "csrc/core/cache_config.h"
+#include "csrc/core/view_shape.h"
 
 #include "csrc/python/interop/py_refs.h"
 #include "csrc/python/interop/python_errors.h"
 
+#include <c10/util/accumulate.h>
 #include <torch/csrc/autograd/python_variable.h>
 
 #include <algorithm>
@@ -190,6 +192,9 @@ Status DecisionKeyEncoder::add_dtensor(OpKey& key, PyObject* dtensor) {
     key.add_raw(word);
   }
   layout_signature_ = hash_bytes(&layout_signature_, sizeof(layout_signature_)) ^ id;
+  if (dtensor_sizes_.empty()) {
+    first_mesh_size_ = mesh_size;
+  }
   dtensor_sizes_.push_back(global.sizes());
   return success();
 }
@@ -204,6 +209,37 @@ void DecisionKeyEncoder::add_size(OpKey& key, int64_t size) const {
     }
   }
   key.add(KeyTag::kInt, static_cast<uint64_t>(size));
+}
+
+bool DecisionKeyEncoder::add_view_shape(OpKey& key, std::span<const int64_t> requested) const {
+  if (dtensor_sizes_.empty()) {
+    return false;
+  }
+  const c10::IntArrayRef input = dtensor_sizes_[0];
+  const std::optional<ViewShape> output = infer_view_shape(c10::multiply_integers(input), requested);
+  if (!output) {
+    return false;
+  }
+  const std::optional<ViewDimGroups> groups = view_dim_groups(input, *output);
+  if (!groups) {
+    return false;
+  }
+  uint64_t inferred = 0;
+  for (size_t i = 0; i < requested.size() && i < 64; ++i) {
+    inferred |= static_cast<uint64_t>(requested[i] == -1) << i;
+  }
+  key.add(KeyTag::kViewShape, static_cast<uint64_t>(requested.size()), inferred);
+  const bool coarse = coarse_decision_keys_for_testing();
+  for (const ViewDimGroup& group : *groups) {
+    key.add_raw((uint64_t{group.input_count} << 32) | group.output_count);
+    if (group.keeps_dim()) {
+      continue;  // the input's size class is in the key already
+    }
+    for (uint32_t i = 0; i < group.output_count; ++i) {
+      key.add_raw(coarse ? 0 : size_class((*output)[group.output_begin + i], first_mesh_size_));
+    }
+  }
+  return true;
 }
 
 } // namespace torchshard

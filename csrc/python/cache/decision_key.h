@@ -20,6 +20,11 @@
 // dimension of an earlier DTensor argument as a reference to the first such
 // dimension (KeyTag::kDimRef), so x.view(B, L, H, D) maps every L to one key;
 // any other int as itself.
+// A view's shape argument (view, _unsafe_view, reshape) instead as the way it
+// regroups the input's dimensions (core/view_shape.h): per group its input
+// and output dimension counts and, unless it keeps one dimension, the size
+// class of each output size; and which entries were -1. So the flatten and
+// unflatten of x.view(B * L, D) and y.view(B, L, D) map every L to one key.
 //
 // Requires the GIL (reads specs; interning runs DeviceMesh.__hash__/__eq__).
 #pragma once
@@ -32,6 +37,7 @@
 #include <c10/util/ArrayRef.h>
 
 #include <cstdint>
+#include <span>
 
 namespace torchshard {
 
@@ -67,6 +73,10 @@ class DecisionKeyEncoder {
 
   Status add_dtensor(OpKey& key, PyObject* dtensor);
   void add_size(OpKey& key, int64_t size) const;
+  // Adds a view's shape argument as its grouping of the first DTensor
+  // argument's dimensions; false (nothing added) when the shapes have no
+  // grouping, and the caller then adds the sizes one by one.
+  bool add_view_shape(OpKey& key, std::span<const int64_t> requested) const;
   // A hash of the op and the layouts seen, sizes left out: tells a key that
   // is new only by its size classes from one with new placements.
   uint64_t layout_signature() const { return layout_signature_; }
@@ -75,6 +85,7 @@ class DecisionKeyEncoder {
  private:
   LayoutTable& layouts_;
   absl::InlinedVector<c10::IntArrayRef, 4> dtensor_sizes_;  // global sizes, argument order
+  int64_t first_mesh_size_ = 0;                            // P of the first DTensor argument
   uint64_t layout_signature_ = 0;
 };
 

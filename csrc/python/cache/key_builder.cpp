@@ -1,6 +1,7 @@
 #include "csrc/python/cache/key_builder.h"
 
 #include "csrc/python/cache/decision_key.h"
+#include "csrc/python/interop/int_sequence.h"
 #include "csrc/python/interop/py_refs.h"
 #include "csrc/python/interop/spec_equality.h"
 
@@ -29,6 +30,18 @@ class KeyBuilder {
  public:
   KeyBuilder(OpKey& key, bool value_blind_scalars, DecisionKeyEncoder* decision)
       : key_(key), value_blind_scalars_(value_blind_scalars), decision_(decision) {}
+
+  bool builds_decision_key() const { return decision_ != nullptr; }
+
+  // A view's shape argument of a decision key: by its grouping of the input's
+  // dimensions where it has one (decision_key.h), else as any size argument.
+  Status add_view_shape_argument(PyObject* value) {
+    const std::optional<ViewShape> requested = exact_int_sequence(value);
+    if (requested && decision_->add_view_shape(key_, *requested)) {
+      return success();
+    }
+    return add_size_argument(value);
+  }
 
   // A size argument of a decision key: ints relative to the inputs' sizes.
   Status add_size_argument(PyObject* value) {
@@ -226,10 +239,11 @@ class KeyBuilder {
   DecisionKeyEncoder* decision_;
 };
 
-Status add_keyed_argument(const OpDescriptor& op, KeyBuilder& builder, bool decision_key,
-                          size_t index, PyObject* value, bool keyed) {
-  if (decision_key && keyed && op.is_size_argument(index)) {
-    return builder.add_size_argument(value);
+Status add_keyed_argument(const OpDescriptor& op, KeyBuilder& builder, size_t index, PyObject* value,
+                          bool keyed) {
+  if (builder.builds_decision_key() && keyed && op.is_size_argument(index)) {
+    return op.view_shape_argument() == index ? builder.add_view_shape_argument(value)
+                                             : builder.add_size_argument(value);
   }
   return builder.add_argument(value, keyed);
 }
@@ -239,10 +253,9 @@ Status build_key(const OpDescriptor& op, PyObject* args, PyObject* kwargs, OpKey
   const Py_ssize_t positional_count = PyTuple_GET_SIZE(args);
   key.reset(op.key_id(), static_cast<uint64_t>(positional_count));
   KeyBuilder builder(key, op.value_blind_scalars(), decision);
-  const bool decision_key = decision != nullptr;
   for (Py_ssize_t i = 0; i < positional_count; ++i) {
     const auto index = static_cast<size_t>(i);
-    if (Status added = add_keyed_argument(op, builder, decision_key, index, PyTuple_GET_ITEM(args, i),
+    if (Status added = add_keyed_argument(op, builder, index, PyTuple_GET_ITEM(args, i),
                                           op.is_static_positional(index));
         !added) {
       return added;
@@ -262,7 +275,7 @@ Status build_key(const OpDescriptor& op, PyObject* args, PyObject* kwargs, OpKey
       // skips the others, so `x.sum(1, dtype=torch.float64)` and `x.sum(1)`
       // share its entry and the second gets a float64 spec for a float32
       // result. Numbers of value-blind ops (alpha=-lr) still key by kind.
-      if (Status added = add_keyed_argument(op, builder, decision_key, *index, value, /*keyed=*/true);
+      if (Status added = add_keyed_argument(op, builder, *index, value, /*keyed=*/true);
           !added) {
         return added;
       }

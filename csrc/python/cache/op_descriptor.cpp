@@ -56,6 +56,19 @@ bool is_symint_type(const c10::TypePtr& type) {
   return false;
 }
 
+// Index 1 of a default-overload view op whose argument 1 is its SymInt[] shape.
+std::optional<size_t> view_shape_index(const c10::FunctionSchema& schema) {
+  const auto& name = schema.operator_name();
+  const bool view_op = name.overload_name.empty() &&
+      (name.name == "aten::view" || name.name == "aten::_unsafe_view" || name.name == "aten::reshape");
+  const auto& arguments = schema.arguments();
+  if (!view_op || arguments.size() != 2 || arguments[1].real_type()->kind() != c10::TypeKind::ListType ||
+      !is_symint_type(arguments[1].real_type())) {
+    return std::nullopt;
+  }
+  return 1;
+}
+
 } // namespace
 
 OpDescriptor::OpDescriptor(PyObject* overload, RuntimeSchemaInfo info, OpTraits traits)
@@ -74,6 +87,7 @@ OpDescriptor::OpDescriptor(PyObject* overload, RuntimeSchemaInfo info, OpTraits 
     }
     size_arguments_.push_back(is_symint_type(arguments[i].real_type()));
   }
+  view_shape_argument_ = view_shape_index(schema());
   shape_generic_ = traits.shape_generic;
   op_decline_ = classify(traits);
   elementwise_ = !op_decline_ && kind_ == OpKind::kFunctional && info_.value_blind_scalars &&

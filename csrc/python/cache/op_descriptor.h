@@ -96,6 +96,10 @@ class OpDescriptor {
   // of a view's shape or a split's size follows the input's shape, so a
   // decision key encodes it relative to the input's sizes.
   bool is_size_argument(size_t index) const { return size_arguments_[index]; }
+  // The schema index of a view's shape argument (aten::view, _unsafe_view,
+  // reshape: `size`/`shape`, SymInt[]), which a decision key encodes by how it
+  // regroups the input's dimensions (core/view_shape.h).
+  std::optional<size_t> view_shape_argument() const { return view_shape_argument_; }
 
   bool is_static_positional(size_t index) const {
     return static_cast<int64_t>(index) >= info_.static_argnum;
@@ -129,6 +133,7 @@ class OpDescriptor {
   uint64_t key_id_;
   std::vector<PyObject*> argument_names_;
   std::vector<bool> size_arguments_;
+  std::optional<size_t> view_shape_argument_;
   std::vector<ReturnKind> returns_;
   std::vector<std::optional<size_t>> view_sources_;
   std::vector<size_t> out_arguments_;

@@ -24,6 +24,7 @@ struct PyRefs {
   PyTypeObject* dtensor_spec_type = nullptr;
   PyObject* tensor_meta_type = nullptr;  // _dtensor_spec.TensorMeta (a NamedTuple)
   PyObject* strided_shard_type = nullptr;  // placement_types._StridedShard
+  PyObject* shard_type = nullptr;          // placement_types.Shard
   PyTypeObject* output_sharding_type = nullptr;
   PyTypeObject* symint_type = nullptr;
   PyTypeObject* symfloat_type = nullptr;

@@ -1,5 +1,6 @@
 #include "csrc/python/miss/decision_check.h"
 
+#include "csrc/python/interop/int_sequence.h"
 #include "csrc/python/interop/python_errors.h"
 
 namespace torchshard {
@@ -41,10 +42,24 @@ bool results_agree(const ResultStep& reused, const ResultStep& stock) {
   return false;  // out= results are never reused
 }
 
+// Reused plans run as called or replace a view's shape by its local shape.
 bool local_steps_agree(const LocalStep& reused, const LocalStep& stock) {
   const auto* ours = std::get_if<RunLocally>(&reused);
   const auto* theirs = std::get_if<RunLocally>(&stock);
-  return ours && theirs && ours->changed_arguments.empty() && theirs->changed_arguments.empty();
+  if (!ours || !theirs || ours->changed_arguments.size() != theirs->changed_arguments.size()) {
+    return false;
+  }
+  if (ours->changed_arguments.empty()) {
+    return true;
+  }
+  const auto* our_shape = std::get_if<Replacement>(&ours->changed_arguments[0]);
+  const auto* their_shape = std::get_if<Replacement>(&theirs->changed_arguments[0]);
+  if (ours->changed_arguments.size() != 1 || !our_shape || !their_shape ||
+      our_shape->position != their_shape->position || ours->positional_count != theirs->positional_count) {
+    return false;
+  }
+  const std::optional<ViewShape> our_sizes = exact_int_sequence(our_shape->value.ptr());
+  return our_sizes && our_sizes == exact_int_sequence(their_shape->value.ptr());
 }
 
 py::object describe_result(const ResultStep& step) {

@@ -66,7 +66,7 @@ Outcome<CacheEntryPtr> reuse(const Call& call, Decision& decision, CallOutcome& 
     return propagate_because(call, DecisionMiss::kPlanNotReusable, outcome);
   }
   Outcome<std::optional<CacheEntryPtr>> reused =
-      entry_from_decision(call.op, *decision.reusable, call.key, call.args, call.kwargs);
+      entry_from_decision(call.op, decision, call.key, call.args, call.kwargs);
   if (!reused) {
     return reused.failure();
   }
@@ -108,7 +108,11 @@ Outcome<CacheEntryPtr> resolve_miss(const OpDescriptor& op, ThreadCache& cache, 
   if (!made) {
     return made;
   }
-  cache.insert_decision(decision_key, decision_from_entry(*made.value()));
+  Outcome<DecisionPtr> decision = decision_from_entry(*made.value(), call.op, call.args);
+  if (!decision) {
+    return decision.failure();
+  }
+  cache.insert_decision(decision_key, std::move(decision).value());
   cache.decisions().note_layouts(encoder.layout_signature(), cache_capacity());
   return made;
 }

@@ -926,6 +926,20 @@ def test_redistribution_served_natively(case, meshes, propagation_log) -> None:
     assert all(e[2] == (not moves_data) for e in asked), asked
 
 
+@pytest.fixture
+def reductions(monkeypatch: pytest.MonkeyPatch) -> list[Placement]:
+    """Every call into stock's Partial._reduce_value from now on, in order."""
+    calls: list[Placement] = []
+    reduce_value = Partial._reduce_value
+
+    def counted(self: Partial, *args: Any) -> torch.Tensor:
+        calls.append(self)
+        return reduce_value(self, *args)
+
+    monkeypatch.setattr(Partial, "_reduce_value", counted)
+    return calls
+
+
 # (case name, calls into stock's Partial._reduce_value per cache hit)
 PARTIAL_REDUCTIONS = [
     ("lerp_inplace_partial_end", 0),
@@ -939,17 +953,9 @@ PARTIAL_REDUCTIONS = [
 @pytest.mark.parametrize(("name", "stock_reductions"), PARTIAL_REDUCTIONS,
                          ids=[c[0] for c in PARTIAL_REDUCTIONS])
 def test_partial_to_replicate_all_reduce_is_native_on_hits(name, stock_reductions, meshes,
-                                                           monkeypatch) -> None:
+                                                           reductions) -> None:
     """A single Partial -> Replicate is all-reduced from C++ on hits, not by stock's Python."""
     _name, specs, fn, op, _ = next(c for c in REDISTRIBUTE if c[0] == name)
-    reductions: list[Placement] = []
-    reduce_value = Partial._reduce_value
-
-    def counted(self: Partial, *args: Any) -> torch.Tensor:
-        reductions.append(self)
-        return reduce_value(self, *args)
-
-    monkeypatch.setattr(Partial, "_reduce_value", counted)
     inputs = Inputs(specs, meshes["1d"], meshes)
     fn(*inputs.fresh())  # the miss: stock runs the call (and its redistribution)
     reductions.clear()
@@ -960,18 +966,10 @@ def test_partial_to_replicate_all_reduce_is_native_on_hits(name, stock_reduction
     assert len(reductions) == stock_reductions
 
 
-def test_native_all_reduce_switched_off_runs_stocks_reduction(meshes, monkeypatch) -> None:
+def test_native_all_reduce_switched_off_runs_stocks_reduction(meshes, reductions) -> None:
     """TORCHSHARD_NATIVE_ALL_REDUCE=0 (for isolating faults): the Partial -> Replicate of a
     cached plan goes through stock's redistribution, and the results stay stock's."""
     _name, specs, fn, op, _ = next(c for c in REDISTRIBUTE if c[0] == "lerp_inplace_partial_end")
-    reductions: list[Placement] = []
-    reduce_value = Partial._reduce_value
-
-    def counted(self: Partial, *args: Any) -> torch.Tensor:
-        reductions.append(self)
-        return reduce_value(self, *args)
-
-    monkeypatch.setattr(Partial, "_reduce_value", counted)
     inputs = Inputs(specs, meshes["1d"], meshes)
     torchshard.clear_cache()
     with native_all_reduce(False):

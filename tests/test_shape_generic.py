@@ -88,6 +88,10 @@ CASES = [
     Case("where", lambda n, p: [D((n, 8), p, kind="bool"), D((n, 8), p), D((n, 8), p)],
          torch.where),
     Case("add_inplace", two(row, row), lambda a, b: a.add_(b)),
+    # a replicated operand is redistributed to the other's sharding (Replicate ->
+    # Shard costs nothing, so stock's choice reads no size): replayed per shape
+    Case("add_replicated_operand", lambda n, p: [D((n, 8), p), D((n, 8), tuple(R for _ in p))],
+         lambda a, b: a + b),
     # reductions with given dims
     Case("sum_dim", one(row), lambda x: x.sum(1)),
     Case("sum_dim0_keepdim", one(row), lambda x: x.sum(0, keepdim=True)),
@@ -112,6 +116,14 @@ CASES = [
          placements_1d=((R,), (S0,))),
     Case("addmm", lambda n, p: [D((4,), tuple(R for _ in p)), D((n, 8), p), D((8, 4), tuple(R for _ in p))],
          torch.addmm),
+    # row-wise: the replicated bias goes Replicate -> Partial, replayed per shape
+    Case("addmm_rowwise",
+         lambda n, p: [D((4,), tuple(R for _ in p)), D((n, 8), p),
+                       D((8, 4), tuple(S0 if pl == S1 else R for pl in p))],
+         torch.addmm, placements_1d=((S1,),), placements_2d=((R, S1), (S1, S1))),
+    Case("linear_rowwise_bias_grad",
+         lambda n, p: [D((2, n, 8), p, grad=True), D((4, 8), (S1,), grad=True), D((4,), (R,), grad=True)],
+         F.linear, grad=True, placements_1d=((S2,),), placements_2d=()),
     Case("baddbmm", lambda n, p: [D((4, n, n), p), D((4, n, 8), p), D((4, 8, n), p)], torch.baddbmm,
          placements_1d=((R,), (S0,))),
     # embedding: the indices' shape varies

@@ -6,8 +6,8 @@
 // computed anew for every shape: miss/decision_reuse.h), or nothing: stock's
 // plan for that key read sizes (it redistributes, which stock chose by cost;
 // it runs off the mesh; it writes out= arguments), so those calls always
-// propagate. The one change of arguments a decision keeps is a sharded
-// view's local shape, which follows from the key's dimension grouping. A decision that disagreed with stock once is retired for good.
+// propagate. The changes of arguments a decision keeps are those whose
+// choice reads no size (miss/argument_change_reuse.h). A decision that disagreed with stock once is retired for good.
 //
 // Threads: each thread has its own store, inside its ThreadCache
 // (thread_cache.h), bounded and flushed like the exact cache and cleared with
@@ -30,11 +30,10 @@ namespace torchshard {
 
 struct Decision {
   std::optional<ResultStep> reusable;  // nullopt: stock's plan for this key reads sizes
-  // A view of a sharded input: the local call takes the view's local shape
-  // in place of its shape argument, rebuilt for every call
-  // (miss/decision_reuse.h), with `positional_count` positional values.
-  bool localizes_view_shape = false;
-  size_t positional_count = 0;
+  // How the local call's arguments change, as templates replayed for every
+  // call (miss/argument_change_reuse.h): a sharded view's local shape, and
+  // redistributions of replicated arguments.
+  RunLocally local;
   bool verified = false;  // agreed with stock on a shape it was not made from
   bool retired = false;   // disagreed with stock: never reused again
 };

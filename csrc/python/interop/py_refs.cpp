@@ -69,11 +69,13 @@ bool init_py_refs() {
   loaded.tensor_meta_type = import_attr("torch.distributed.tensor._dtensor_spec", "TensorMeta");
   loaded.strided_shard_type = import_attr("torch.distributed.tensor.placement_types", "_StridedShard");
   loaded.shard_type = import_attr("torch.distributed.tensor.placement_types", "Shard");
+  loaded.replicate_type = import_attr("torch.distributed.tensor.placement_types", "Replicate");
   loaded.symint_type = import_type("torch", "SymInt");
   loaded.symfloat_type = import_type("torch", "SymFloat");
   loaded.symbool_type = import_type("torch", "SymBool");
   if (!loaded.dtensor_type || !loaded.dtensor_spec_type || !loaded.output_sharding_type ||
       !loaded.tensor_meta_type || !loaded.strided_shard_type || !loaded.shard_type ||
+      !loaded.replicate_type ||
       !loaded.symint_type || !loaded.symfloat_type || !loaded.symbool_type) {
     return false;
   }

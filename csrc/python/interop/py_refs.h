@@ -25,6 +25,7 @@ struct PyRefs {
   PyObject* tensor_meta_type = nullptr;  // _dtensor_spec.TensorMeta (a NamedTuple)
   PyObject* strided_shard_type = nullptr;  // placement_types._StridedShard
   PyObject* shard_type = nullptr;          // placement_types.Shard
+  PyObject* replicate_type = nullptr;      // placement_types.Replicate
   PyTypeObject* output_sharding_type = nullptr;
   PyTypeObject* symint_type = nullptr;
   PyTypeObject* symfloat_type = nullptr;

@@ -42,24 +42,37 @@ bool results_agree(const ResultStep& reused, const ResultStep& stock) {
   return false;  // out= results are never reused
 }
 
-// Reused plans run as called or replace a view's shape by its local shape.
+bool changes_agree(const ChangedArgument& reused, const ChangedArgument& stock) {
+  if (reused.index() != stock.index()) {
+    return false;
+  }
+  if (const auto* shape = std::get_if<Replacement>(&reused)) {
+    const auto& other = std::get<Replacement>(stock);
+    const std::optional<ViewShape> sizes = exact_int_sequence(shape->value.ptr());
+    return shape->position == other.position && sizes && sizes == exact_int_sequence(other.value.ptr());
+  }
+  const auto& ours = std::get<Redistribution>(reused);
+  const auto& theirs = std::get<Redistribution>(stock);
+  return ours.position == theirs.position && ours.item == theirs.item &&
+      ours.all_reduce.has_value() == theirs.all_reduce.has_value() &&
+      specs_equal(ours.from_spec, theirs.from_spec) && specs_equal(ours.to_spec, theirs.to_spec);
+}
+
+// Reused plans run locally, as called or with replayed changes
+// (argument_change_reuse.h).
 bool local_steps_agree(const LocalStep& reused, const LocalStep& stock) {
   const auto* ours = std::get_if<RunLocally>(&reused);
   const auto* theirs = std::get_if<RunLocally>(&stock);
-  if (!ours || !theirs || ours->changed_arguments.size() != theirs->changed_arguments.size()) {
+  if (!ours || !theirs || ours->changed_arguments.size() != theirs->changed_arguments.size() ||
+      (!ours->changed_arguments.empty() && ours->positional_count != theirs->positional_count)) {
     return false;
   }
-  if (ours->changed_arguments.empty()) {
-    return true;
+  for (size_t i = 0; i < ours->changed_arguments.size(); ++i) {
+    if (!changes_agree(ours->changed_arguments[i], theirs->changed_arguments[i])) {
+      return false;
+    }
   }
-  const auto* our_shape = std::get_if<Replacement>(&ours->changed_arguments[0]);
-  const auto* their_shape = std::get_if<Replacement>(&theirs->changed_arguments[0]);
-  if (ours->changed_arguments.size() != 1 || !our_shape || !their_shape ||
-      our_shape->position != their_shape->position || ours->positional_count != theirs->positional_count) {
-    return false;
-  }
-  const std::optional<ViewShape> our_sizes = exact_int_sequence(our_shape->value.ptr());
-  return our_sizes && our_sizes == exact_int_sequence(their_shape->value.ptr());
+  return true;
 }
 
 py::object describe_result(const ResultStep& step) {
@@ -96,11 +109,10 @@ Outcome<bool> entries_agree(const CacheEntry& reused, const CacheEntry& stock) {
     return stock.decline() != nullptr && reused.decline() != nullptr &&
         *stock.decline() == *reused.decline();
   }
-  if (!local_steps_agree(reused.plan().local, stock.plan().local)) {
-    return false;
-  }
-  Outcome<bool> agree =
-      catch_python_errors([&]() -> Outcome<bool> { return results_agree(reused.plan().result, stock.plan().result); });
+  Outcome<bool> agree = catch_python_errors([&]() -> Outcome<bool> {
+    return local_steps_agree(reused.plan().local, stock.plan().local) &&
+        results_agree(reused.plan().result, stock.plan().result);
+  });
   if (!agree && !clear_unless_interrupt()) {
     return false;
   }

@@ -694,11 +694,13 @@ def test_daemon_thread_inside_torch_call_at_finalization_aborts_with_stock_too(t
     ours = run_script(tmp_path, body)
     stock = run_script(tmp_path, body, env_overrides={"TORCHSHARD_DISABLE": "1"})
     assert ours.stdout.strip() == "enabled True" and stock.stdout.strip() == "enabled False"
-    # Both die by SIGABRT ("terminate called ..."), the forced unwind of a daemon thread
-    # meeting a noexcept frame. Before the atexit shutdown kept serving the daemon
-    # threads' cache entries, torchshard's runs sometimes died by SIGSEGV instead (1 in
-    # 40): handed to stock's cold propagation at shutdown, a thread unwound through
-    # torch's Python-object cleanups without the GIL (docs/reliability.md).
+    # Both die by SIGABRT: "terminate called ..." (the forced unwind of a daemon thread
+    # meets a noexcept frame) or, in some of stock's runs (6 in 100 under load), CPython's
+    # "Fatal Python error" when torch's unwind cleanups touch a thread state without the
+    # GIL. Before the atexit shutdown kept serving the daemon threads' cache entries,
+    # torchshard's runs sometimes died by SIGSEGV instead (1 in 40): handed to stock's
+    # cold propagation at shutdown, a thread unwound through torch's Python-object
+    # cleanups without the GIL (docs/reliability.md).
     for side in (stock, ours):
         assert side.returncode == -signal.SIGABRT, (side.returncode, side.stderr)
-        assert side.stderr.startswith("terminate called"), side.stderr
+        assert side.stderr.startswith(("terminate called", "Fatal Python error")), side.stderr

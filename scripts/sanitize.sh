@@ -27,8 +27,12 @@ cp torchshard/*.py torchshard/*.pyi torchshard/py.typed "$STAGE/torchshard/"
 # CPython and torch keep allocations alive until exit by design, so leak detection is
 # off; everything else is fatal.
 export LD_PRELOAD="$(${CXX:-g++} -print-file-name=libasan.so) $(${CXX:-g++} -print-file-name=libstdc++.so)"
-export ASAN_OPTIONS=detect_leaks=0:halt_on_error=1:abort_on_error=1:detect_stack_use_after_return=0
-export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
+# Reports go to files (one per process): pytest captures a test's stderr, and a report
+# written there is lost when the process aborts.
+REPORTS=$ROOT/build/sanitize/reports
+rm -rf "$REPORTS" && mkdir -p "$REPORTS"
+export ASAN_OPTIONS=detect_leaks=0:halt_on_error=1:abort_on_error=1:detect_stack_use_after_return=0:log_path=$REPORTS/asan
+export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1:log_path=$REPORTS/ubsan
 export PYTHONPATH=$STAGE  # subprocess scenarios (test_lifetime.py) import it too
 
 if (( $# )); then
@@ -46,10 +50,13 @@ set +e
   "${TESTS[@]/#tests\//$ROOT/tests/}" 2>&1 | tee "$LOG"
 status=${PIPESTATUS[0]}
 set -e
-# A report in a subprocess scenario shows up in that test's failure output; UBSan
-# reports that do not halt would only be printed, so they fail the run here.
-if grep -q -e "runtime error:" -e "ERROR: AddressSanitizer" "$LOG"; then
-  echo "sanitize: sanitizer report found in $LOG" >&2
+# Any report fails the run, whether or not its process halted (subprocess scenarios
+# write theirs too); each is printed in full.
+if compgen -G "$REPORTS/*" > /dev/null || grep -q -e "runtime error:" -e "ERROR: AddressSanitizer" "$LOG"; then
+  for report in "$REPORTS"/*; do
+    [[ -e $report ]] && { echo "== $report" >&2; cat "$report" >&2; }
+  done
+  echo "sanitize: sanitizer report found (above, and in $REPORTS and $LOG)" >&2
   exit 1
 fi
 exit "$status"

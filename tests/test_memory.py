@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import gc
 import os
+import random
 import sys
 import threading
 import weakref
@@ -241,12 +242,21 @@ def _row_sharded(mesh, rows: int):
     return DTensor.from_local(local, mesh, [Shard(0)], run_check=False, shape=(rows, 8), stride=(8, 1))
 
 
-def _new_shape_calls(x, rows: int) -> list:
+def _one_replicated_row(mesh):
+    from torch.distributed.tensor import DTensor
+
+    return DTensor.from_local(torch.ones(1, 8), mesh, [Replicate()], run_check=False)
+
+
+def _new_shape_calls(x, rows: int, one_row) -> list:
     out = [(x + x).relu().sum(1)]
     if rows % 8 == 0:
-        # A size argument that is no dimension of x is part of the decision key: a new
-        # decision per shape, so the decision store fills and is flushed.
-        out.append(x.view(rows * 8))
+        # A size argument equal to no dimension of the inputs is keyed by its value:
+        # a new decision per rows // 8, so the decision store fills and is flushed.
+        # (Sizes of x would not do: they are keyed as references to its dimensions,
+        # and a view's shape by how it groups them; scalars of pointwise ops are
+        # keyed without their values.)
+        out.append(one_row.expand(rows // 8 + 9, 8))
     return out
 
 
@@ -257,8 +267,8 @@ COMPARED_SHAPES = (1, 2, 3, 4, 5, 7, 8, 13, 64, 511, 512, 513, 2_000, 4_097, 9_9
 
 
 def test_10k_new_shapes_keep_caches_bounded_and_memory_flat(mesh_1d):
-    """10,000 distinct global shapes (add, relu, sum on (n, 8) for n = 1..10,000, and a
-    view whose size is a new decision key every 8th n) under a cache capacity of 512:
+    """10,000 distinct global shapes (add, relu, sum on (n, 8) for n = 1..10,000 in a seeded random order, and an
+    expand whose size is a new decision key every 8th n) under a cache capacity of 512:
     entries and decisions never exceed it, both are evicted as they fill, decisions are
     reused, results equal stock's on a sample of shapes, and memory after 10,000 shapes
     is what it was after 2,000. Stock's own caches (unbounded: FakeTensorMode's dispatch
@@ -266,8 +276,9 @@ def test_10k_new_shapes_keep_caches_bounded_and_memory_flat(mesh_1d):
     and torchshard's bounded ones too: what grows then is a leak."""
     from dtensor_compare import assert_same_dtensor
 
+    one_row = _one_replicated_row(mesh_1d)
     with torchshard.disabled():
-        stock = {n: _new_shape_calls(_row_sharded(mesh_1d, n), n) for n in COMPARED_SHAPES}
+        stock = {n: _new_shape_calls(_row_sharded(mesh_1d, n), n, one_row) for n in COMPARED_SHAPES}
     _empty_stock_caches()
     capacity = torchshard.cache_capacity()
     torchshard.set_cache_capacity(SMALL_CAPACITY)
@@ -275,19 +286,25 @@ def test_10k_new_shapes_keep_caches_bounded_and_memory_flat(mesh_1d):
         torchshard.reset_stats()
         most = {"entries": 0, "decisions": 0}
         measured: dict[int, tuple[Footprint, dict]] = {}
-        for n in range(1, SHAPES + 1):
-            ours = _new_shape_calls(_row_sharded(mesh_1d, n), n)
+        # In a seeded random order: rows growing call after call would make every
+        # tensor buffer too big for the heap's earlier holes, and glibc's heap (RSS)
+        # grows with live bytes flat, stock's the same. Shuffled, the sizes of the
+        # first 2,000 already span those of the rest.
+        shape_order = list(range(1, SHAPES + 1))
+        random.Random(0).shuffle(shape_order)
+        for count, n in enumerate(shape_order, start=1):
+            ours = _new_shape_calls(_row_sharded(mesh_1d, n), n, one_row)
             if n in stock:
                 for stock_result, our_result in zip(stock[n], ours, strict=True):
                     assert_same_dtensor(stock_result, our_result)
             counters = torchshard.stats()
             for key in most:
                 most[key] = max(most[key], counters[key])
-            if n in (SHAPES_BEFORE_MEASURING, SHAPES):
+            if count in (SHAPES_BEFORE_MEASURING, SHAPES):
                 del ours
                 _empty_stock_caches()
                 torchshard.clear_cache()
-                measured[n] = (Footprint.now(), counters)
+                measured[count] = (Footprint.now(), counters)
     finally:
         torchshard.set_cache_capacity(capacity)
     (before, at_before), (after, at_end) = measured[SHAPES_BEFORE_MEASURING], measured[SHAPES]

@@ -39,7 +39,7 @@ import charts
 import report
 from cases import Case, build_cases
 from fake_world import fake_world, machine_description
-from timing import Progress, Timing, each_call, interleaved
+from timing import CaseTimings, Progress, Timing, each_call, interleaved
 from variants import VariantSwitch, record_calls
 
 
@@ -57,11 +57,7 @@ QUICK = Settings(rounds=20, batch=5, warmup=2, miss_rounds=5, probe_iterations=5
 
 
 @dataclass
-class CaseResult:
-    op: str
-    placements: str
-    mesh: str
-    plain: Timing
+class CaseResult(CaseTimings):
     floor: Timing
     stock: Timing
     torchshard: Timing

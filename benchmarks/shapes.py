@@ -51,7 +51,7 @@ import shape_workloads
 from dispatch import OutputMismatch, outputs_match
 from fake_world import fake_world, machine_description
 from shape_cases import FreshSizes, ShapeCase, build_shape_cases, span_for
-from timing import Progress, Timing, each_call, percentile
+from timing import CaseTimings, Progress, Timing, each_call, percentile
 from variants import EveryOpSwitch, VariantSwitch, record_calls
 import workloads
 from workloads import Workload
@@ -101,11 +101,7 @@ def _counts() -> dict:
 
 
 @dataclass
-class CaseResult:
-    op: str
-    placements: str
-    mesh: str
-    plain: Timing
+class CaseResult(CaseTimings):
     stock_new: Timing
     stock_hit: Timing
     torchshard_new: Timing

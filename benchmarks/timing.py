@@ -26,6 +26,17 @@ class Timing:
         return Timing(statistics.median(samples_us), percentile(samples_us, 90), calls)
 
 
+@dataclass
+class CaseTimings:
+    """What every suite's per-case result starts with: the case, and the op timed on
+    the plain local tensors (the floor no DTensor dispatch can beat)."""
+
+    op: str
+    placements: str
+    mesh: str
+    plain: Timing
+
+
 def percentile(values: list[float], percent: int) -> float:
     if len(values) == 1:
         return values[0]

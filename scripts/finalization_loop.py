@@ -21,29 +21,10 @@ import sys
 import tempfile
 from pathlib import Path
 
-SCENARIO = """
-import threading, time
-import torch
-import torch.distributed as dist
-from torch.testing._internal.distributed.fake_pg import FakeStore
-dist.init_process_group("fake", store=FakeStore(), rank=0, world_size=4)
-from torch.distributed.device_mesh import init_device_mesh
-from torch.distributed.tensor import Shard, distribute_tensor
-import torchshard
-mesh = init_device_mesh("cpu", (4,))
-x = distribute_tensor(torch.randn(64, 64), mesh, [Shard(0)])
-go = threading.Barrier(5, timeout=60)
-def work():
-    torch.relu(x + x).sum(dim=1)
-    go.wait()
-    while True:
-        torch.relu(x + x).sum(dim=1)
-for _ in range(4):
-    threading.Thread(target=work, daemon=True).start()
-go.wait()
-time.sleep(0.2)
-print("enabled", torchshard.is_enabled(), flush=True)
-"""
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from lifetime_scenarios import DAEMON_THREADS_AT_FINALIZATION, PRELUDE  # noqa: E402
+
+SCENARIO = PRELUDE + DAEMON_THREADS_AT_FINALIZATION  # the lifetime test's, run many times
 
 
 def outcome(returncode: int) -> str:

@@ -16,30 +16,12 @@ import sys
 import textwrap
 from pathlib import Path
 
+from lifetime_scenarios import DAEMON_THREADS_AT_FINALIZATION, PRELUDE
+
 
 SUBPROCESS_TIMEOUT_S = 120
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
-PRELUDE = textwrap.dedent(
-    """
-    import sys, threading, time
-    import torch
-    import torch.distributed as dist
-    from torch.testing._internal.distributed.fake_pg import FakeStore
-    dist.init_process_group("fake", store=FakeStore(), rank=0, world_size=4)
-    from torch.distributed.device_mesh import init_device_mesh
-    from torch.distributed.tensor import DTensor, Replicate, Shard, distribute_tensor
-    import torchshard
-    mesh = init_device_mesh("cpu", (4,))
-
-    def same(stock, ours):
-        assert type(ours) is DTensor, type(ours)
-        assert ours.placements == stock.placements, (ours.placements, stock.placements)
-        assert ours.shape == stock.shape and ours.stride() == stock.stride()
-        assert ours.dtype == stock.dtype
-        assert torch.equal(ours.to_local(), stock.to_local())
-    """
-)
 
 
 def run_script(tmp_path: Path, body: str, env_overrides: dict[str, str] | None = None,
@@ -677,22 +659,9 @@ def test_daemon_thread_inside_torch_call_at_finalization_aborts_with_stock_too(t
     change that outcome in either direction (the parked-daemon tests above cover the
     supported pattern). Each thread makes one call before the barrier, so finalization
     finds them all in steady-state dispatch, where torchshard's frames are."""
-    body = """
-        x = distribute_tensor(torch.randn(64, 64), mesh, [Shard(0)])
-        go = threading.Barrier(5, timeout=60)
-        def work():
-            torch.relu(x + x).sum(dim=1)
-            go.wait()
-            while True:
-                torch.relu(x + x).sum(dim=1)
-        for _ in range(4):
-            threading.Thread(target=work, daemon=True).start()
-        go.wait()
-        time.sleep(0.2)
-        print("enabled", torchshard.is_enabled(), flush=True)
-        """
-    ours = run_script(tmp_path, body)
-    stock = run_script(tmp_path, body, env_overrides={"TORCHSHARD_DISABLE": "1"})
+    ours = run_script(tmp_path, DAEMON_THREADS_AT_FINALIZATION)
+    stock = run_script(tmp_path, DAEMON_THREADS_AT_FINALIZATION,
+                       env_overrides={"TORCHSHARD_DISABLE": "1"})
     assert ours.stdout.strip() == "enabled True" and stock.stdout.strip() == "enabled False"
     # Both die by SIGABRT: "terminate called ..." (the forced unwind of a daemon thread
     # meets a noexcept frame) or, in some of stock's runs (6 in 100 under load), CPython's

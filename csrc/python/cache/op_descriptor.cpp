@@ -86,6 +86,7 @@ OpDescriptor::OpDescriptor(PyObject* overload, RuntimeSchemaInfo info, OpTraits 
       throw py::error_already_set();
     }
     size_arguments_.push_back(is_symint_type(arguments[i].real_type()));
+    has_size_arguments_ = has_size_arguments_ || size_arguments_.back();
   }
   view_shape_argument_ = view_shape_index(schema());
   shape_generic_ = traits.shape_generic;

@@ -96,6 +96,10 @@ class OpDescriptor {
   // of a view's shape or a split's size follows the input's shape, so a
   // decision key encodes it relative to the input's sizes.
   bool is_size_argument(size_t index) const { return size_arguments_[index]; }
+  // Some argument is a size: stock's strategy may then read sizes through it
+  // (new_empty's negative cost), so its redistributions are not replayed
+  // across shapes (miss/argument_change_reuse.h).
+  bool has_size_arguments() const { return has_size_arguments_; }
   // The schema index of a view's shape argument (aten::view, _unsafe_view,
   // reshape: `size`/`shape`, SymInt[]), which a decision key encodes by how it
   // regroups the input's dimensions (core/view_shape.h).
@@ -133,6 +137,7 @@ class OpDescriptor {
   uint64_t key_id_;
   std::vector<PyObject*> argument_names_;
   std::vector<bool> size_arguments_;
+  bool has_size_arguments_ = false;
   std::optional<size_t> view_shape_argument_;
   std::vector<ReturnKind> returns_;
   std::vector<std::optional<size_t>> view_sources_;

@@ -77,15 +77,6 @@ bool replicated(py::handle spec) {
   return true;
 }
 
-bool has_size_arguments(const OpDescriptor& op) {
-  for (size_t i = 0; i < op.schema().arguments().size(); ++i) {
-    if (op.is_size_argument(i)) {
-      return true;
-    }
-  }
-  return false;
-}
-
 // The DTensor a redistribution moves in this call, or nullptr.
 PyObject* redistributed_dtensor(const Redistribution& redistribution, PyObject* args) {
   if (static_cast<Py_ssize_t>(redistribution.position) >= PyTuple_GET_SIZE(args)) {
@@ -112,7 +103,7 @@ bool replayable(const OpDescriptor& op, const RunLocally& stock, PyObject* args)
       return ours && exact_int_sequence(replacement->value.ptr()) == ours;
     }
   }
-  if (has_size_arguments(op)) {
+  if (op.has_size_arguments()) {
     return false;
   }
   for (const ChangedArgument& change : stock.changed_arguments) {

@@ -670,6 +670,10 @@ def test_daemon_thread_inside_torch_call_at_finalization_aborts_with_stock_too(t
     # torchshard's runs sometimes died by SIGSEGV instead (1 in 40): handed to stock's
     # cold propagation at shutdown, a thread unwound through torch's Python-object
     # cleanups without the GIL (docs/reliability.md).
-    for side in (stock, ours):
-        assert side.returncode == -signal.SIGABRT, (side.returncode, side.stderr)
-        assert side.stderr.startswith(("terminate called", "Fatal Python error")), side.stderr
+    # Stock itself died by SIGSEGV once in 100 runs (docs/reliability.md), so its side
+    # may end either way; torchshard's must be the abort every time.
+    assert stock.returncode in (-signal.SIGABRT, -signal.SIGSEGV), (stock.returncode, stock.stderr)
+    assert ours.returncode == -signal.SIGABRT, (ours.returncode, ours.stderr)
+    assert ours.stderr.startswith(("terminate called", "Fatal Python error")), ours.stderr
+    if stock.returncode == -signal.SIGABRT:
+        assert stock.stderr.startswith(("terminate called", "Fatal Python error")), stock.stderr

@@ -4,10 +4,12 @@
 // A Decision holds either the result step to reuse, whose specs are
 // templates (their mesh, placements and shard order are kept; tensor_meta is
 // computed anew for every shape: miss/decision_reuse.h), or nothing: stock's
-// plan for that key read sizes (it redistributes, which stock chose by cost;
-// it runs off the mesh; it writes out= arguments), so those calls always
-// propagate. The changes of arguments a decision keeps are those whose
-// choice reads no size (miss/argument_change_reuse.h). A decision that disagreed with stock once is retired for good.
+// plan for that key read sizes (it redistributes anything but a replicated
+// argument, which stock chose by a cost that reads sizes; it runs off the
+// mesh; it writes out= arguments), so those calls always propagate. The
+// changes of arguments a decision keeps are those whose choice reads no size
+// (miss/argument_change_reuse.h). A decision that disagreed with stock once
+// is retired for good.
 //
 // Threads: each thread has its own store, inside its ThreadCache
 // (thread_cache.h), bounded and flushed like the exact cache and cleared with
@@ -33,7 +35,7 @@ struct Decision {
   // How the local call's arguments change, as templates replayed for every
   // call (miss/argument_change_reuse.h): a sharded view's local shape, and
   // redistributions of replicated arguments.
-  RunLocally local;
+  RunLocally replayed_changes;  // meaningful only with `reusable`
   bool verified = false;  // agreed with stock on a shape it was not made from
   bool retired = false;   // disagreed with stock: never reused again
 };

@@ -17,7 +17,10 @@ constexpr size_t kTopOps = 3;
 
 void MissAlarm::record_miss(const OpDescriptor& op, const CallOutcome& outcome) {
   ++misses_;
-  ++op_misses_[&op];
+  OpMisses& misses = op_misses_[op.key_id()];
+  if (misses.count++ == 0) {
+    misses.name = op.display_name();
+  }
   if (outcome.miss_reason) {
     ++reasons_[static_cast<size_t>(*outcome.miss_reason)];
   }
@@ -27,14 +30,18 @@ std::optional<std::string> MissAlarm::close_window() {
   const bool fire = windows_ > 0 && 2 * misses_ > calls_ && !alarm_fired.load(std::memory_order_relaxed);
   std::optional<std::string> message;
   if (fire && !alarm_fired.exchange(true)) {
-    std::vector<std::pair<const OpDescriptor*, uint64_t>> ops(op_misses_.begin(), op_misses_.end());
-    std::sort(ops.begin(), ops.end(), [](const auto& a, const auto& b) { return a.second > b.second; });
+    std::vector<const OpMisses*> ops;
+    ops.reserve(op_misses_.size());
+    for (const auto& [key_id, misses] : op_misses_) {
+      ops.push_back(&misses);
+    }
+    std::sort(ops.begin(), ops.end(), [](const OpMisses* a, const OpMisses* b) { return a->count > b->count; });
     std::ostringstream text;
     text << "torchshard: " << misses_ << " of the last " << calls_
          << " DTensor calls on this thread ran stock's sharding propagation (new shapes or "
             "layouts after warm-up). Top ops:";
     for (size_t i = 0; i < std::min(kTopOps, ops.size()); ++i) {
-      text << ' ' << ops[i].first->display_name() << " (" << ops[i].second << ')';
+      text << ' ' << ops[i]->name << " (" << ops[i]->count << ')';
     }
     text << ". Reasons:";
     for (size_t i = 0; i < reasons_.size(); ++i) {
@@ -42,7 +49,7 @@ std::optional<std::string> MissAlarm::close_window() {
         text << ' ' << decision_miss_name(static_cast<DecisionMiss>(i)) << '=' << reasons_[i];
       }
     }
-    text << ". torchshard.explain() shows them per op; see docs/design.md.";
+    text << ". torchshard.explain() gives them per op (its ops' miss_reasons); see docs/design.md.";
     message = text.str();
   }
   ++windows_;

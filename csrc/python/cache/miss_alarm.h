@@ -4,8 +4,10 @@
 // Each thread counts its calls in consecutive windows of kWindowCalls. After
 // the first window (warm-up), a window in which more than half of the calls
 // missed (ran stock's propagation) fires the alarm, naming the ops that
-// missed most and the reasons. A hit costs two increments and a compare;
-// only misses record which op and why.
+// missed most and the reasons. A hit costs an increment and two compares;
+// only misses record which op and why. Ops are counted by key_id with the
+// name taken at their first miss, never by descriptor address: re-registering
+// an op's strategy frees its descriptor within a window.
 //
 // Not synchronized: one per ThreadCache, used by its thread with the GIL.
 #pragma once
@@ -45,12 +47,17 @@ class MissAlarm {
   uint64_t calls_ = 0;
   uint64_t misses_ = 0;
   uint64_t windows_ = 0;
-  absl::flat_hash_map<const OpDescriptor*, uint64_t> op_misses_;
+  struct OpMisses {
+    std::string name;
+    uint64_t count = 0;
+  };
+  absl::flat_hash_map<uint64_t, OpMisses> op_misses_;  // by OpDescriptor::key_id()
   std::array<uint64_t, kDecisionMissCount> reasons_{};
 };
 
 // Whether the alarm can still fire in this process (tests re-arm it, or
-// silence it for a suite whose tests miss on purpose).
+// silence it for a suite whose tests miss on purpose; a call that fails
+// before its alarm is issued re-arms it, so the alarm is not lost).
 void set_miss_alarm_armed(bool armed);
 bool miss_alarm_armed();
 

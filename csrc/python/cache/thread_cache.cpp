@@ -27,8 +27,15 @@ class ThreadCacheRegistry {
   CacheStatsSnapshot snapshot();
   void reset_counters();
 
+  // Whether `cache` is still the live cache of the calling thread.
+  bool owned_by_current_thread(const ThreadCache* cache);
+
   std::atomic<bool> shut_down{false};
   std::atomic<uint64_t> declines_without_cache{0};
+  // Counts caches retired by a thread other than their owner (finalization
+  // and fork clear other threads' states), whose owners' thread-locals then
+  // dangle: ThreadCache::current() revalidates its pointer when this moved.
+  std::atomic<uint64_t> foreign_retirements{0};
 
  private:
   std::mutex mutex_;
@@ -39,6 +46,8 @@ class ThreadCacheRegistry {
 namespace {
 
 thread_local ThreadCache* current_thread_cache = nullptr;
+// The foreign_retirements count current_thread_cache was last checked at.
+thread_local uint64_t current_thread_cache_checked_at = 0;
 
 constexpr const char* kCapsuleName = "torchshard.ThreadCache";
 constexpr const char* kThreadDictKey = "torchshard.thread_cache";
@@ -79,6 +88,7 @@ ThreadCache* ThreadCacheRegistry::create_for_current_thread() {
     return nullptr;
   }
   current_thread_cache = cache;
+  current_thread_cache_checked_at = foreign_retirements.load(std::memory_order_acquire);
   return cache;
 }
 
@@ -92,8 +102,18 @@ void ThreadCacheRegistry::retire(ThreadCache* cache) {
   // the owning thread may touch its own thread_local.
   if (current_thread_cache == cache) {
     current_thread_cache = nullptr;
+  } else {
+    foreign_retirements.fetch_add(1, std::memory_order_release);
   }
   delete cache;  // releases entries; the GIL is held while thread dicts are cleared
+}
+
+bool ThreadCacheRegistry::owned_by_current_thread(const ThreadCache* cache) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  // Membership first: a retired pointer may not be read. The ident then tells
+  // a new cache at a reused address apart (it belongs to another thread).
+  return live_.contains(const_cast<ThreadCache*>(cache)) &&
+         cache->thread_ident_ == PyThread_get_thread_ident();
 }
 
 void ThreadCacheRegistry::release_all_entries() {
@@ -137,10 +157,20 @@ void ThreadCacheRegistry::reset_counters() {
 }
 
 ThreadCache* ThreadCache::current() {
-  if (current_thread_cache != nullptr) {
-    return current_thread_cache;
-  }
   ThreadCacheRegistry& registry = ThreadCacheRegistry::instance();
+  if (current_thread_cache != nullptr) {
+    const uint64_t retirements = registry.foreign_retirements.load(std::memory_order_acquire);
+    if (retirements == current_thread_cache_checked_at) {
+      return current_thread_cache;
+    }
+    // Rare: some thread's cache was retired by another thread since this
+    // thread last looked; this one's may be among them.
+    current_thread_cache_checked_at = retirements;
+    if (registry.owned_by_current_thread(current_thread_cache)) {
+      return current_thread_cache;
+    }
+    current_thread_cache = nullptr;
+  }
   if (registry.shut_down.load(std::memory_order_acquire)) {
     return nullptr;
   }

@@ -144,8 +144,10 @@ PyObject* dispatch_and_record(const OpDescriptor& op, PyObject* func, PyObject* 
     record_op_call(op, outcome);
   }
   const std::optional<std::string> alarm = cache->miss_alarm().record(op, outcome);
-  // Not over an error already raised; a warnings filter may make the alarm an
-  // exception, which the call then raises.
+  if (alarm && result == nullptr) {
+    set_miss_alarm_armed(true);  // not over an error already raised: a later window fires it
+  }
+  // A warnings filter may make the alarm an exception, which the call then raises.
   if (alarm && result != nullptr && !warn_persistent_misses(*alarm)) {
     Py_DECREF(result);
     return nullptr;

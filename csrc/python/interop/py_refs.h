@@ -67,7 +67,9 @@ TORCHSHARD_API const PyRefs& py_refs();
 
 // Imports torch.distributed.tensor and fills PyRefs, once (later calls return
 // true at once). Sets a Python error and returns false if DTensor does not
-// look as torchshard expects; nothing is kept then, and the next call retries.
+// look as torchshard expects; py_refs() stays empty then and the next call
+// retries. (A failed attempt does not release the references it imported:
+// a small leak per attempt on a torch this build does not support.)
 TORCHSHARD_API bool init_py_refs();
 
 inline PyObject** slot_address(PyObject* object, Py_ssize_t offset) {

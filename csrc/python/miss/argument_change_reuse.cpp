@@ -17,12 +17,13 @@ namespace {
 absl::InlinedVector<int64_t, 4> sharded_dims(PyObject* spec) {
   absl::InlinedVector<int64_t, 4> dims;
   for (py::handle placement : py::tuple(py::handle(spec).attr(py_refs().str_placements))) {
-    if (PyObject_IsInstance(placement.ptr(), py_refs().shard_type) == 1) {
+    const int is_shard = PyObject_IsInstance(placement.ptr(), py_refs().shard_type);
+    if (is_shard < 0) {
+      throw py::error_already_set();  // before any further call into Python
+    }
+    if (is_shard == 1) {
       dims.push_back(placement.attr("dim").cast<int64_t>());
     }
-  }
-  if (PyErr_Occurred()) {
-    throw py::error_already_set();
   }
   return dims;
 }

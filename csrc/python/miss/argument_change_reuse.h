@@ -7,9 +7,10 @@
 //    has the same dimension grouping and placements, so the local shape is
 //    rebuilt from the call's own local tensor.
 //  - Redistributions of replicated arguments (the bias of a row-wise addmm,
-//    Replicate -> Partial). Stock's strategy selection takes the first
-//    candidate that costs nothing, ahead of any that costs something
-//    (_sharding_prop._select_min_cost_strategy); a transition from a
+//    Replicate -> Partial). Stock's strategy selection
+//    (_sharding_prop._select_min_cost_strategy) takes a negative-cost
+//    strategy first, then one needing no redistribution, then the first that
+//    costs nothing, else the cheapest (docs/design.md); a transition from a
 //    replicated spec costs 0 whatever the sizes (redistribute_cost's
 //    shortcut) and every transition that communicates costs more than 0 (a
 //    latency term), so which candidate that is follows from placements.
@@ -32,8 +33,9 @@ namespace torchshard {
 // Whether stock's changes of this call's arguments are of the two kinds
 // above, and for a view exactly the local shape replay_changes() makes: a
 // dimension the view keeps takes the local tensor's size, every other
-// dimension group the requested sizes (no input dimension of such a group
-// may be sharded).
+// dimension group the requested sizes with -1 inferred (no input dimension of
+// such a group may be sharded: a size-1 dimension merged with a sharded one,
+// [4, 1, 8] -> [4, 8] on Shard(2), is a group too and is not replayed).
 Outcome<bool> changes_are_replayable(const OpDescriptor& op, const RunLocally& stock, PyObject* args);
 
 // The decided changes for this call: the view's local shape, and each

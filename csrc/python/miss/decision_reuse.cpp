@@ -105,7 +105,7 @@ Outcome<DecisionPtr> decision_from_entry(const CacheEntry& entry, const OpDescri
     if (!replayable.value()) {
       return decision;
     }
-    decision->local = *run;
+    decision->replayed_changes = *run;
   }
   decision->reusable = plan.result;
   return decision;
@@ -115,7 +115,7 @@ Outcome<std::optional<CacheEntryPtr>> entry_from_decision(const OpDescriptor& op
                                                           const Decision& decision,
                                                           const OpKey& exact_key, PyObject* args,
                                                           PyObject* kwargs) {
-  Outcome<std::optional<RunLocally>> local = replay_changes(op, decision.local, args);
+  Outcome<std::optional<RunLocally>> local = replay_changes(op, decision.replayed_changes, args);
   if (!local) {
     return local.failure();
   }

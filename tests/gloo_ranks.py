@@ -23,14 +23,38 @@ import torch.multiprocessing as mp
 __all__ = ["gloo_group", "run_ranks", "run_ranks_with_rendezvous"]
 
 
+def _worker_with_return_marker(rank: int, worker: Callable[..., None], marker_dir: str,
+                               args: tuple[Any, ...]) -> None:
+    """Runs ``worker(rank, *args)`` and leaves a file saying it returned, so a rank that
+    dies afterwards (in process exit) is told apart from one that died inside it."""
+    worker(rank, *args)
+    with open(os.path.join(marker_dir, f"rank{rank}.returned"), "w"):
+        pass
+
+
+def _where_it_died(marker_dir: str, rank: int) -> str:
+    if os.path.exists(os.path.join(marker_dir, f"rank{rank}.returned")):
+        return "after its worker returned (in process exit)"
+    return "inside its worker"
+
+
 def run_ranks(worker: Callable[..., None], args: tuple[Any, ...], world: int, timeout_s: float) -> None:
     """``worker(rank, *args)`` on ``world`` spawned processes; raises AssertionError with
-    the first failing rank's traceback, or when the ranks run past ``timeout_s``."""
+    the first failing rank's traceback, or when the ranks run past ``timeout_s``. A rank
+    killed by a signal is reported with where it died: inside the worker or after it
+    returned."""
+    with tempfile.TemporaryDirectory() as marker_dir:
+        _run_marked_ranks(worker, args, world, timeout_s, marker_dir)
+
+
+def _run_marked_ranks(worker: Callable[..., None], args: tuple[Any, ...], world: int, timeout_s: float,
+                      marker_dir: str) -> None:
     env_before = {key: os.environ.get(key) for key in ("OMP_NUM_THREADS", "TORCHSHARD_DISABLE")}
     os.environ["OMP_NUM_THREADS"] = "1"
     os.environ.pop("TORCHSHARD_DISABLE", None)
     try:
-        ctx = mp.start_processes(worker, args=args, nprocs=world, join=False, start_method="spawn")
+        ctx = mp.start_processes(_worker_with_return_marker, args=(worker, marker_dir, args), nprocs=world,
+                                 join=False, start_method="spawn")
         try:
             deadline = time.monotonic() + timeout_s
             while not ctx.join(timeout=2):
@@ -42,7 +66,8 @@ def run_ranks(worker: Callable[..., None], args: tuple[Any, ...], world: int, ti
             # exc carries the child's formatted traceback in its message.
             raise AssertionError(f"rank {exc.error_index} failed:\n{exc}") from None
         except mp.ProcessExitedException as exc:
-            raise AssertionError(f"rank {exc.error_index} exited with code {exc.exit_code}") from None
+            raise AssertionError(f"rank {exc.error_index} exited with code {exc.exit_code} "
+                                 f"{_where_it_died(marker_dir, exc.error_index)}") from None
     finally:
         for key, value in env_before.items():
             if value is None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -43,15 +44,10 @@ def run_ranks(worker: Callable[..., None], args: tuple[Any, ...], world: int, ti
     the first failing rank's traceback, or when the ranks run past ``timeout_s``. A rank
     killed by a signal is reported with where it died: inside the worker or after it
     returned."""
-    with tempfile.TemporaryDirectory() as marker_dir:
-        _run_marked_ranks(worker, args, world, timeout_s, marker_dir)
-
-
-def _run_marked_ranks(worker: Callable[..., None], args: tuple[Any, ...], world: int, timeout_s: float,
-                      marker_dir: str) -> None:
     env_before = {key: os.environ.get(key) for key in ("OMP_NUM_THREADS", "TORCHSHARD_DISABLE")}
     os.environ["OMP_NUM_THREADS"] = "1"
     os.environ.pop("TORCHSHARD_DISABLE", None)
+    marker_dir = tempfile.mkdtemp(prefix="gloo_ranks.")
     try:
         ctx = mp.start_processes(_worker_with_return_marker, args=(worker, marker_dir, args), nprocs=world,
                                  join=False, start_method="spawn")
@@ -69,6 +65,7 @@ def _run_marked_ranks(worker: Callable[..., None], args: tuple[Any, ...], world:
             raise AssertionError(f"rank {exc.error_index} exited with code {exc.exit_code} "
                                  f"{_where_it_died(marker_dir, exc.error_index)}") from None
     finally:
+        shutil.rmtree(marker_dir, ignore_errors=True)
         for key, value in env_before.items():
             if value is None:
                 os.environ.pop(key, None)

@@ -28,7 +28,7 @@ class ThreadCacheRegistry {
   void reset_counters();
 
   // Whether `cache` is still the live cache of the calling thread.
-  bool owned_by_current_thread(const ThreadCache* cache);
+  bool owned_by_current_thread(ThreadCache* cache);
 
   std::atomic<bool> shut_down{false};
   std::atomic<uint64_t> declines_without_cache{0};
@@ -108,12 +108,11 @@ void ThreadCacheRegistry::retire(ThreadCache* cache) {
   delete cache;  // releases entries; the GIL is held while thread dicts are cleared
 }
 
-bool ThreadCacheRegistry::owned_by_current_thread(const ThreadCache* cache) {
+bool ThreadCacheRegistry::owned_by_current_thread(ThreadCache* cache) {
   std::lock_guard<std::mutex> lock(mutex_);
   // Membership first: a retired pointer may not be read. The ident then tells
   // a new cache at a reused address apart (it belongs to another thread).
-  return live_.contains(const_cast<ThreadCache*>(cache)) &&
-         cache->thread_ident_ == PyThread_get_thread_ident();
+  return live_.contains(cache) && cache->thread_ident_ == PyThread_get_thread_ident();
 }
 
 void ThreadCacheRegistry::release_all_entries() {

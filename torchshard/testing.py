@@ -13,7 +13,12 @@ in microseconds, and the native rule object itself for the C++ probes in
   coarse (no size classes), so a test can show that verification catches the
   decisions such keys wrongly share;
 - :func:`miss_alarm_armed` arms or silences the once-per-process warning about calls
-  that keep missing after warm-up (a test suite misses on purpose all the time).
+  that keep missing after warm-up (a test suite misses on purpose all the time);
+- :func:`native_all_reduce` turns the native Partial -> Replicate all-reduce on or off,
+  and :func:`run_native_all_reduce` runs that all-reduce on its own;
+- :func:`local_safe_to_drop`, :func:`release_let_go_outputs` and
+  :func:`kept_collective_outputs` reach the keeping of collective outputs that a
+  backend's thread still references.
 """
 
 from __future__ import annotations
@@ -22,12 +27,24 @@ import contextlib
 from collections.abc import Callable, Iterator
 from typing import Any, Literal
 
+import torch
 from torch._ops import OpOverload
 
 from torchshard import _hook
 from torchshard._native import _C
 
-__all__ = ["coarse_decision_keys", "decision_verification", "miss_alarm_armed", "native_rule", "route"]
+__all__ = [
+    "coarse_decision_keys",
+    "decision_verification",
+    "kept_collective_outputs",
+    "local_safe_to_drop",
+    "miss_alarm_armed",
+    "native_all_reduce",
+    "native_rule",
+    "release_let_go_outputs",
+    "route",
+    "run_native_all_reduce",
+]
 
 
 def route(op: OpOverload, path: Literal["stock", "torchshard"]) -> None:
@@ -96,3 +113,30 @@ def native_all_reduce(enabled: bool) -> contextlib.AbstractContextManager[None]:
     """Whether Partial -> Replicate redistributions planned inside the block (on misses)
     run the native all-reduce (TORCHSHARD_NATIVE_ALL_REDUCE)."""
     return _temporarily(_C.native_all_reduce_enabled, _C.set_native_all_reduce_enabled, enabled)
+
+
+def run_native_all_reduce(local: torch.Tensor, reduce_op: str, group_name: str) -> torch.Tensor:
+    """The all-reduce a hit runs for a planned Partial -> Replicate of ``local`` over
+    the process group named ``group_name`` (``reduce_op`` lower-cased, as funcol
+    takes it): the functional collective and its wait, from C++."""
+    return _C.native_all_reduce_for_testing(local, reduce_op, group_name)
+
+
+def local_safe_to_drop(redistributed: torch.Tensor, input_local: torch.Tensor) -> torch.Tensor:
+    """The tensor a hit's local op takes for ``redistributed``, what stock's
+    ``redistribute_local_tensor`` returned for ``input_local``: ``redistributed``
+    itself, or, while something else still references its TensorImpl (a backend's
+    work), a tensor of its own over the same storage, with ``redistributed`` kept
+    alive until that reference is gone (csrc/python/hit/collective_output.h)."""
+    return _C.local_safe_to_drop_for_testing(redistributed, input_local)
+
+
+def release_let_go_outputs() -> None:
+    """Drop the kept collective outputs nothing else references any more (every
+    redistributing hit does this first)."""
+    _C.release_let_go_outputs_for_testing()
+
+
+def kept_collective_outputs() -> int:
+    """How many collective outputs are kept alive until their backend lets go."""
+    return _C.kept_collective_outputs_for_testing()

@@ -1,5 +1,7 @@
 #include "csrc/python/hit/all_reduce.h"
 
+#include "csrc/python/hit/collective_output.h"
+
 #include <ATen/core/dispatch/Dispatcher.h>
 #include <ATen/core/stack.h>
 #include <c10/core/impl/LocalDispatchKeySet.h>
@@ -37,7 +39,9 @@ at::Tensor run_native_all_reduce(const NativeAllReduce& plan, const at::Tensor& 
   py::gil_scoped_release no_gil;
   all_reduce_op().callBoxed(stack);
   wait_tensor_op().callBoxed(stack);
-  return std::move(stack.back()).toTensor();
+  // Never given a Python object: the backend's work may still hold the output
+  // (collective_output.h).
+  return tensor_impl_of_its_own(stack.back().toTensor());
 }
 
 } // namespace torchshard

@@ -21,6 +21,8 @@ void require_all_reduce_ops();
 bool native_all_reduce_unavailable();
 
 // all_reduce + wait_tensor of `local`; throws what the collective throws.
+// The result shares the output's storage but not its TensorImpl, which the
+// backend's work may still hold (collective_output.h).
 at::Tensor run_native_all_reduce(const NativeAllReduce& plan, const at::Tensor& local);
 
 } // namespace torchshard

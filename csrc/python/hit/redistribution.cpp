@@ -1,6 +1,7 @@
 #include "csrc/python/hit/redistribution.h"
 
 #include "csrc/python/hit/all_reduce.h"
+#include "csrc/python/hit/collective_output.h"
 #include "csrc/python/interop/py_refs.h"
 #include "csrc/python/interop/python_errors.h"
 
@@ -26,19 +27,23 @@ bool explicit_redistribution_active() {
 
 // The argument's local tensor, moved to its target spec.
 py::object redistributed_local(const Redistribution& redistribution, PyObject* dtensor) {
+  release_let_go_outputs();
   if (redistribution.all_reduce && !native_all_reduce_unavailable()) {
     const at::Tensor& local = THPVariable_Unpack(dtensor_local_tensor(dtensor));
     return py::reinterpret_steal<py::object>(
         THPVariable_Wrap(run_native_all_reduce(*redistribution.all_reduce, local)));
   }
-  std::array<PyObject*, 3> call_args = {dtensor_local_tensor(dtensor), redistribution.from_spec.ptr(),
+  PyObject* input_local = dtensor_local_tensor(dtensor);
+  std::array<PyObject*, 3> call_args = {input_local, redistribution.from_spec.ptr(),
                                         redistribution.to_spec.ptr()};
   auto local = py::reinterpret_steal<py::object>(PyObject_Vectorcall(
       py_refs().redistribute_local_tensor, call_args.data(), call_args.size(), nullptr));
   if (!local) {
     throw py::error_already_set();
   }
-  return local;
+  // The hit drops `local` microseconds after the collective's wait returned,
+  // often before the backend's thread has let go of its output.
+  return local_safe_to_drop(std::move(local), input_local);
 }
 
 // Sets overrides[position] (a local tensor, or for a list argument a copy of

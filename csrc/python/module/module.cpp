@@ -6,6 +6,7 @@
 #include "csrc/core/op_key.h"
 #include "csrc/python/module/cache_bindings.h"
 #include "csrc/python/module/native_rule.h"
+#include "csrc/python/module/testing_bindings.h"
 #include "csrc/python/interop/spec_equality.h"
 
 #include <absl/base/config.h>
@@ -21,6 +22,7 @@ PYBIND11_MODULE(_C, module) {
   torchshard::set_spec_comparator(&torchshard::match_spec_handles);
   torchshard::init_rule_bindings(module);
   torchshard::init_cache_bindings(module);
+  torchshard::init_testing_bindings(module);
   py::dict build;
   build["torch"] = TORCHSHARD_BUILT_WITH_TORCH;
   build["compiler"] = __VERSION__;

@@ -86,6 +86,27 @@ def test_the_callers_own_local_is_never_replaced() -> None:
     del view
 
 
+class _LocalSubclass(torch.Tensor):
+    pass
+
+
+@pytest.mark.parametrize("kind", ["subclass", "requires_grad"])
+def test_outputs_a_second_impl_could_change_are_passed_as_they_are(kind: str) -> None:
+    # A subclass instance would become a plain tensor; a tensor that requires grad
+    # would lose its autograd history. Both keep stock's behaviour instead.
+    redistributed = _redistributed()
+    if kind == "subclass":
+        redistributed = torch.Tensor._make_subclass(_LocalSubclass, redistributed)
+    else:
+        redistributed.requires_grad_()
+    other_owner = redistributed.t()
+    assert redistributed._use_count() > 1
+    kept_before = testing.kept_collective_outputs()
+    assert testing.local_safe_to_drop(redistributed, torch.zeros(2)) is redistributed
+    assert testing.kept_collective_outputs() == kept_before
+    del other_owner
+
+
 def test_non_tensors_are_refused() -> None:
     with pytest.raises(TypeError, match="expected two tensors"):
         testing.local_safe_to_drop([1.0], torch.zeros(1))

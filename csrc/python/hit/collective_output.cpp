@@ -27,9 +27,18 @@ bool shared_with_another_owner(PyObject* tensor) {
   return THPVariable_Unpack(tensor).use_count() > 1;
 }
 
+// A subclass instance could behave differently from the plain tensor its
+// second TensorImpl would be wrapped as.
+bool plain_tensor(PyObject* tensor) {
+  return Py_TYPE(tensor) == reinterpret_cast<PyTypeObject*>(THPVariableClass);
+}
+
 } // namespace
 
 at::Tensor tensor_impl_of_its_own(const at::Tensor& tensor) {
+  if (tensor.requires_grad()) {
+    return tensor;  // the detached copy would lose its autograd history
+  }
   const c10::TensorImpl* impl = tensor.unsafeGetTensorImpl();
   return at::Tensor(impl->shallow_copy_and_detach(impl->version_counter(),
                                                   impl->allow_tensor_metadata_change()));
@@ -61,7 +70,9 @@ void release_let_go_outputs() {
 }
 
 py::object local_safe_to_drop(py::object redistributed, PyObject* input_local) {
-  if (redistributed.ptr() == input_local || !shared_with_another_owner(redistributed.ptr())) {
+  if (redistributed.ptr() == input_local || !plain_tensor(redistributed.ptr()) ||
+      THPVariable_Unpack(redistributed.ptr()).requires_grad() ||
+      !shared_with_another_owner(redistributed.ptr())) {
     return redistributed;
   }
   auto own = py::reinterpret_steal<py::object>(

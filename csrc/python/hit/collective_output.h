@@ -31,14 +31,17 @@ namespace torchshard {
 // A second TensorImpl over `tensor`: the same storage, sizes, strides,
 // storage offset and version counter, so an op computes, aliases and bumps
 // versions through it exactly as through `tensor`. No other owner shares it.
+// A tensor that requires grad is returned as it is: a detached copy would
+// lose its autograd history (locals below DTensor's dispatch record none).
 at::Tensor tensor_impl_of_its_own(const at::Tensor& tensor);
 
 // The tensor the local op should take for `redistributed`, the Python tensor
 // stock's redistribute_local_tensor returned for the DTensor local
 // `input_local`: `redistributed` itself when nothing else references its
-// TensorImpl (or when it is `input_local`, which the caller owns), else a
-// tensor_impl_of_its_own() of it, with `redistributed` kept alive until its
-// other owners let go.
+// TensorImpl (or when it is `input_local`, which the caller owns, a tensor
+// subclass instance, or one that requires grad: replacing those could change
+// what the op does), else a tensor_impl_of_its_own() of it, with
+// `redistributed` kept alive until its other owners let go.
 py::object local_safe_to_drop(py::object redistributed, PyObject* input_local);
 
 // Drops the kept outputs nothing else references any more (each hit that

@@ -18,7 +18,7 @@ Ranks inherit an unlimited core size; with ``/proc/sys/kernel/core_pattern`` set
 ``core`` a failed attempt leaves its core in ``--out/<attempt>/``, and the script
 writes ``gdb -batch -ex "thread apply all bt"`` of it next to it.
 
-    python3 scripts/exit_after_collective_loop.py --runs 100 --busy 1
+    python3 scripts/exit_after_collective_loop.py --runs 100 --busy 1 [--minutes 60]
 """
 
 from __future__ import annotations
@@ -91,6 +91,7 @@ def main() -> int:
     parser.add_argument("--runs", type=int, default=100, help="attempts per mode")
     parser.add_argument("--modes", default=",".join(MODES))
     parser.add_argument("--busy", type=int, default=0, help="background busy loops")
+    parser.add_argument("--minutes", type=float, help="start no round after this many minutes")
     parser.add_argument("--out", default="/tmp/exit_after_collective", help="failed attempts' files")
     args = parser.parse_args()
     modes = args.modes.split(",")
@@ -105,6 +106,8 @@ def main() -> int:
     started = time.monotonic()
     try:
         for index in range(args.runs):
+            if args.minutes is not None and time.monotonic() - started > args.minutes * 60:
+                break
             for mode in modes:
                 directory = out / f"{index:04d}-{mode}"
                 directory.mkdir(exist_ok=True)

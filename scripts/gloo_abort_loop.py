@@ -169,7 +169,9 @@ def attempt_main(mode: str, optimizer: str, steps: int) -> int:
         init_file = os.path.join(tmp, "rendezvous")
         worker = _stock_worker if mode == "stock" else _torchshard_worker
         try:
-            run_ranks(worker, (WORLD, init_file, optimizer, tmp, steps), WORLD, tw.GLOO_TIMEOUT_S)
+            # settle_s=0: the ranks exit as soon as their worker returns, as a job does.
+            run_ranks(worker, (WORLD, init_file, optimizer, tmp, steps), WORLD, tw.GLOO_TIMEOUT_S,
+                      settle_s=0)
             per_rank = [json.loads(Path(tmp, f"rank{r}.json").read_text()) for r in range(WORLD)]
             if mode == "stock":
                 _check_stock(per_rank, steps)

@@ -1,13 +1,14 @@
-"""Keeping a collective's output alive until its backend lets go
+"""Keeping a reference to a collective's output until its backend lets go
 (csrc/python/hit/collective_output.h), on tensors whose other owner the test controls.
 
 A hit hands the local op what stock's ``redistribute_local_tensor`` returned. When
 something else still references that tensor's TensorImpl (in a job: the backend's
 work, on its own thread), the op must take a TensorImpl of its own over the same
-storage, and the returned tensor must stay alive until that reference is gone, so
-that its Python object is never freed by the backend's thread. Here the other owner
-is a view, whose base reference the test drops when it chooses. The effect on real
-ranks is in ``test_native_all_reduce_gloo.py``.
+storage, and torchshard keeps a C++ reference to the output until that other reference
+is gone, so that the backend's drop never is the one that releases the output's Python
+object. Here the other owner is a view, whose base reference the test drops when it
+chooses. The effect on real ranks is in ``test_native_all_reduce_gloo.py`` and
+``scripts/exit_after_collective_loop.py``.
 """
 
 from __future__ import annotations
@@ -66,12 +67,14 @@ def test_a_shared_output_is_kept_and_the_op_gets_an_impl_of_its_own() -> None:
     own.mul_(2)  # in place through the new impl: same values, same version counter
     assert torch.equal(redistributed, own) and redistributed._version == own._version == version + 1
 
-    # Kept while the other owner still references it, released once it lets go.
+    # Kept while the other owner still references it (torch keeps the Python object
+    # alive meanwhile), released once it lets go: our drop then frees the Python object.
     del redistributed, own
     gc.collect()
     testing.release_let_go_outputs()
     assert alive() is not None and testing.kept_collective_outputs() == kept_before + 1
     del other_owner
+    assert alive() is not None  # the other owner's drop did not release it: ours does
     testing.release_let_go_outputs()
     assert alive() is None and testing.kept_collective_outputs() == kept_before
 

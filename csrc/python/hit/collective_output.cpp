@@ -10,12 +10,12 @@ namespace torchshard {
 namespace {
 
 // Outputs whose TensorImpl another owner still referenced when the hit was
-// done with them. Entries hold a strong reference each. Allocated once and
-// never destroyed: entries still shared at exit must outlive the interpreter
-// rather than be freed by a static destructor without the GIL.
+// done with them, each held by one C++ reference of ours. Allocated once and
+// never destroyed: an entry still shared at exit must never reach a static
+// destructor, which would run without the GIL.
 struct KeptOutputs {
   std::mutex mutex;  // never held while calling Python or waiting for the GIL
-  std::vector<PyObject*> objects;
+  std::vector<at::Tensor> tensors;
 };
 
 KeptOutputs& kept_outputs() {
@@ -25,6 +25,13 @@ KeptOutputs& kept_outputs() {
 
 bool shared_with_another_owner(PyObject* tensor) {
   return THPVariable_Unpack(tensor).use_count() > 1;
+}
+
+// Only the tensor's Python object and our reference are left: dropping ours
+// now takes the count from 2 to 1, the step that releases the Python object,
+// on this thread, with the GIL.
+bool let_go_by_other_owners(const at::Tensor& kept) {
+  return kept.use_count() <= 2;
 }
 
 // A subclass instance could behave differently from the plain tensor its
@@ -46,27 +53,25 @@ at::Tensor tensor_impl_of_its_own(const at::Tensor& tensor) {
 
 void release_let_go_outputs() {
   KeptOutputs& kept = kept_outputs();
-  std::vector<PyObject*> released;
+  std::vector<at::Tensor> released;
   {
     std::lock_guard<std::mutex> lock(kept.mutex);
-    if (kept.objects.empty()) {
+    if (kept.tensors.empty()) {
       return;
     }
-    auto still_shared = kept.objects.begin();
-    for (PyObject* object : kept.objects) {
-      if (shared_with_another_owner(object)) {
-        *still_shared++ = object;
+    auto still_shared = kept.tensors.begin();
+    for (at::Tensor& tensor : kept.tensors) {
+      if (let_go_by_other_owners(tensor)) {
+        released.push_back(std::move(tensor));
       } else {
-        released.push_back(object);
+        *still_shared++ = std::move(tensor);
       }
     }
-    kept.objects.erase(still_shared, kept.objects.end());
+    kept.tensors.erase(still_shared, kept.tensors.end());
   }
-  // Outside the mutex: freeing a tensor can run Python (weakref callbacks),
-  // which may switch threads.
-  for (PyObject* object : released) {
-    Py_DECREF(object);
-  }
+  // Outside the mutex: freeing a tensor's Python object can run Python
+  // (weakref callbacks), which may switch threads.
+  released.clear();
 }
 
 py::object local_safe_to_drop(py::object redistributed, PyObject* input_local) {
@@ -75,21 +80,21 @@ py::object local_safe_to_drop(py::object redistributed, PyObject* input_local) {
       !shared_with_another_owner(redistributed.ptr())) {
     return redistributed;
   }
-  auto own = py::reinterpret_steal<py::object>(
-      THPVariable_Wrap(tensor_impl_of_its_own(THPVariable_Unpack(redistributed.ptr()))));
+  const at::Tensor& output = THPVariable_Unpack(redistributed.ptr());
+  auto own = py::reinterpret_steal<py::object>(THPVariable_Wrap(tensor_impl_of_its_own(output)));
   if (!own) {
     throw py::error_already_set();
   }
   KeptOutputs& kept = kept_outputs();
   std::lock_guard<std::mutex> lock(kept.mutex);
-  kept.objects.push_back(redistributed.release().ptr());
+  kept.tensors.push_back(output);
   return own;
 }
 
 size_t kept_collective_outputs() {
   KeptOutputs& kept = kept_outputs();
   std::lock_guard<std::mutex> lock(kept.mutex);
-  return kept.objects.size();
+  return kept.tensors.size();
 }
 
 } // namespace torchshard

@@ -27,13 +27,15 @@ import argparse
 import collections
 import glob
 import os
-import resource
 import shutil
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+# The core-dump helpers of the world-4 loop beside this file.
+from gloo_abort_loop import _backtrace, _unlimited_core
 
 MODES = ("torchshard", "no-native-ar", "stock")
 CALLS = 4
@@ -97,7 +99,7 @@ def main() -> int:
     modes = args.modes.split(",")
     if set(modes) - set(MODES):
         parser.error(f"modes are {', '.join(MODES)}")
-    resource.setrlimit(resource.RLIMIT_CORE, (resource.RLIM_INFINITY, resource.RLIM_INFINITY))
+    _unlimited_core()  # the ranks inherit it
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     busy = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(args.busy)]
@@ -115,10 +117,7 @@ def main() -> int:
                 runs[mode] += 1
                 cores = sorted(glob.glob(str(directory / "core*")))
                 for core in cores:
-                    with open(core + ".bt.txt", "w") as bt:
-                        subprocess.run(["gdb", "-batch", "-ex", "thread apply all bt",
-                                        os.path.realpath(sys.executable), core],
-                                       stdout=bt, stderr=subprocess.STDOUT, check=False)
+                    _backtrace(core, core + ".bt.txt")
                 if any(code != 0 for code in codes):
                     failures[mode] += 1
                     print(f"#{index} {mode}: rank exit codes {codes}, cores {len(cores)} in {directory}",

@@ -30,7 +30,7 @@ from typing import Any
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-__all__ = ["SETTLE_S", "gloo_group", "run_ranks", "run_ranks_with_rendezvous"]
+__all__ = ["gloo_group", "run_ranks", "run_ranks_with_rendezvous"]
 
 SETTLE_S = 0.2
 

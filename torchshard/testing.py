@@ -126,8 +126,9 @@ def local_safe_to_drop(redistributed: torch.Tensor, input_local: torch.Tensor) -
     """The tensor a hit's local op takes for ``redistributed``, what stock's
     ``redistribute_local_tensor`` returned for ``input_local``: ``redistributed``
     itself, or, while something else still references its TensorImpl (a backend's
-    work), a tensor of its own over the same storage, with ``redistributed`` kept
-    alive until that reference is gone (csrc/python/hit/collective_output.h)."""
+    work), a tensor of its own over the same storage, with a C++ reference to
+    ``redistributed`` kept until that other reference is gone
+    (csrc/python/hit/collective_output.h)."""
     return _C.local_safe_to_drop_for_testing(redistributed, input_local)
 
 
@@ -138,5 +139,6 @@ def release_let_go_outputs() -> None:
 
 
 def kept_collective_outputs() -> int:
-    """How many collective outputs are kept alive until their backend lets go."""
+    """How many collective outputs torchshard holds a reference to until their backend
+    lets go."""
     return _C.kept_collective_outputs_for_testing()
